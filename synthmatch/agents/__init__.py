@@ -1,0 +1,1 @@
+"""Agents: feature extractors, priors and search baselines (built on envs, synths, rewards)."""

@@ -1,0 +1,305 @@
+"""The batched episode logic, written once: every env id and wrapper steps through this core.
+
+:class:`SynthMatchCore` holds the state of ``num_envs`` sound-matching episodes as torch tensors
+on one device and advances all of them with one render and one reward computation. The
+single env, the Gymnasium vector env and the Stable-Baselines3 adapter are thin views on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from synthmatch.envs.targets import prepare_target_audio
+from synthmatch.rewards import PerceptualDistance
+from synthmatch.synths import FrozenSynth, ProbeNote, Synth, make_synth
+
+START_MODES = ("default", "random")
+ACTION_MODES = ("delta", "absolute")
+# Observation log-mel range in dB, mapped linearly onto [-1, 1].
+MEL_FLOOR_DB, MEL_CEIL_DB = -100.0, 20.0
+# An initialiser maps target audio (n, T) on the env's device to starting parameters (n, P).
+Initializer = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class StepResult:
+    """What :meth:`SynthMatchCore.step` returns, one entry per env (tensors on the device)."""
+
+    reward: Tensor  # (N,) float32
+    terminated: Tensor  # (N,) bool: distance below the success threshold
+    truncated: Tensor  # (N,) bool: step limit reached (when the core enforces one)
+
+
+class SynthMatchCore:
+    """State and transition of ``num_envs`` synth-matching episodes, batched in torch.
+
+    Args:
+        num_envs: Number of parallel episodes.
+        synth: A :class:`Synth` or a registry name (``"subtractive"``, ``"fm"``,
+            ``"torchsynth"``).
+        free_params: Names of the parameters the agent controls; the rest stay at
+            ``frozen`` values or their defaults. ``None``: all.
+        frozen: Normalised values of non-free parameters, by name.
+        probe: The note played (only with a synth given by name).
+        device: ``"cpu"``, ``"cuda"``...: where synth, reward and state live.
+        action_mode: ``"delta"`` (action in ``[-1, 1]`` scaled by ``max_step`` and added to the
+            parameters) or ``"absolute"`` (action mapped from ``[-1, 1]`` to ``[0, 1]``).
+        max_step: Largest parameter change per step in ``"delta"`` mode.
+        start: Starting parameters: ``"default"`` (the synth's init preset) or ``"random"``.
+        success_threshold: Episode ends successfully when the distance falls below this.
+        success_bonus: Reward added on success.
+        max_episode_steps: Truncate after this many steps; ``None`` leaves it to a wrapper
+            (Gymnasium's ``TimeLimit`` for single envs).
+        reward_kwargs: Keyword arguments of :class:`PerceptualDistance` (``w_*`` weights...).
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        synth: Synth | str = "subtractive",
+        *,
+        free_params: Sequence[str] | None = None,
+        frozen: Mapping[str, float] | None = None,
+        probe: ProbeNote | None = None,
+        device: torch.device | str = "cpu",
+        action_mode: str = "delta",
+        max_step: float = 0.1,
+        start: str = "default",
+        success_threshold: float = 0.05,
+        success_bonus: float = 1.0,
+        max_episode_steps: int | None = None,
+        reward_kwargs: Mapping | None = None,
+    ):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
+        if start not in START_MODES:
+            raise ValueError(f"start must be one of {START_MODES}, got {start!r}")
+        if not 0.0 < max_step <= 1.0:
+            raise ValueError(f"max_step must be in (0, 1], got {max_step}")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        self.device = torch.device(device)
+        if isinstance(synth, str):
+            synth = make_synth(synth, probe=probe, device=self.device)
+        elif probe is not None:
+            raise ValueError("give `probe` only with a synth name; a Synth has its own probe")
+        else:
+            synth.to(self.device)
+        if free_params is not None or frozen:
+            names = synth.params.names if free_params is None else free_params
+            synth = FrozenSynth(synth, names, frozen)
+        self.synth = synth
+        self.num_envs = num_envs
+        self.num_params = synth.num_params
+        self.action_mode = action_mode
+        self.max_step = float(max_step)
+        self.start = start
+        self.success_threshold = float(success_threshold)
+        self.success_bonus = float(success_bonus)
+        self.max_episode_steps = max_episode_steps
+        self.distance = PerceptualDistance(synth.sample_rate, **dict(reward_kwargs or {})).to(
+            self.device)
+        self.mel_shape = tuple(self.distance.features(
+            torch.zeros(1, synth.num_samples, device=self.device)).log_mel.shape[1:])
+
+        n, p, dev = num_envs, self.num_params, self.device
+        self.generators = [torch.Generator() for _ in range(n)]
+        self.params = torch.zeros(n, p, device=dev)
+        self.target_params = torch.full((n, p), float("nan"), device=dev)
+        self.target_audio = torch.zeros(n, synth.num_samples, device=dev)
+        self.target_features = None
+        self.current_mel = torch.zeros(n, *self.mel_shape, device=dev)
+        self.dist = torch.zeros(n, device=dev)
+        self.initial_dist = torch.ones(n, device=dev)
+        self.best_dist = torch.zeros(n, device=dev)
+        self.steps = torch.zeros(n, dtype=torch.long, device=dev)
+        self.initializer: Initializer | None = None
+
+    # ------------------------------------------------------------------ seeding and reset
+    def seed(self, seeds: Sequence[int | None]) -> None:
+        """Seed each env's generator; ``None`` draws fresh entropy."""
+        for gen, s in zip(self.generators, seeds, strict=True):
+            gen.manual_seed(int(s) if s is not None else
+                            int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1))
+
+    def reset_envs(self, idx: Tensor | Sequence[int], options: Mapping | None = None) -> None:
+        """Start new episodes in envs ``idx`` (a subset of ``range(num_envs)``).
+
+        Options (all optional; arrays may be per env with a leading ``len(idx)`` axis):
+            ``target_params``: normalised target parameters ``(P,)`` or ``(n, P)``.
+            ``target_audio`` with ``target_sample_rate``: audio to match (see
+            :func:`prepare_target_audio` for conversions).
+            ``start``: ``"default"``, ``"random"`` or normalised parameters ``(P,)``/``(n, P)``.
+            ``initializer``: callable ``(target_audio (n, T)) -> (n, P)`` starting parameters
+            (e.g. a learned prior); overrides ``start`` for this reset, and is kept for later
+            resets if set with :attr:`initializer`.
+
+        Raises:
+            ValueError: for malformed options, naming them.
+        """
+        options = dict(options or {})
+        unknown = set(options) - {"target_params", "target_audio", "target_sample_rate",
+                                  "start", "initializer"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; allowed: "
+                             "target_params, target_audio, target_sample_rate, start, "
+                             "initializer")
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.device).reshape(-1)
+        k = idx.numel()
+        if k == 0:
+            return
+        gens = [self.generators[i] for i in idx.tolist()]
+        table = self.synth.params
+
+        # Every env draws from its own generator in the same order, so a seed gives the same
+        # episode whether the env runs alone or in a batch.
+        draws = torch.cat([table.sample(1, g) for g in gens]).to(self.device)
+        randoms = torch.cat([table.sample(1, g) for g in gens]).to(self.device)
+
+        target_audio = None
+        if "target_audio" in options:
+            if "target_params" in options:
+                raise ValueError("give either target_audio or target_params, not both")
+            target_audio = self._option_audio(options, k)
+            target_u = torch.full((k, self.num_params), float("nan"), device=self.device)
+        elif "target_params" in options:
+            target_u = self._option_params(options["target_params"], k, "target_params")
+        else:
+            target_u = draws
+
+        start = options.get("start", self.start)
+        initializer = options.get("initializer", self.initializer)
+        if initializer is None:
+            if isinstance(start, str):
+                if start not in START_MODES:
+                    raise ValueError(f"start must be one of {START_MODES} or parameters, "
+                                     f"got {start!r}")
+                start_u = randoms if start == "random" else table.defaults(k, self.device)
+            else:
+                start_u = self._option_params(start, k, "start")
+
+        to_render = [start_u] if initializer is None else []
+        if target_audio is None:
+            to_render.insert(0, target_u)
+        audio = self.synth.render(torch.cat(to_render)) if to_render else None
+        if target_audio is None:
+            target_audio = audio[:k]
+        if initializer is not None:
+            start_u = self._option_params(initializer(target_audio), k, "initializer output")
+            start_audio = self.synth.render(start_u)
+        else:
+            start_audio = audio[-k:]
+
+        target_feats = self.distance.features(target_audio)
+        if self.target_features is None:
+            self.target_features = self.distance.features(
+                target_audio[:1].expand(self.num_envs, -1).contiguous())
+        self.target_features.assign_(idx, target_feats)
+        self.target_audio[idx] = target_audio
+        self.target_params[idx] = target_u
+        self.params[idx] = start_u
+        start_feats = self.distance.features(start_audio)
+        d = self.distance.distance(start_feats, target_feats)
+        self.current_mel[idx] = start_feats.log_mel
+        self.dist[idx] = d
+        self.initial_dist[idx] = d
+        self.best_dist[idx] = d
+        self.steps[idx] = 0
+
+    def _option_params(self, value, k: int, name: str) -> Tensor:
+        u = torch.as_tensor(np.asarray(value, dtype=np.float32) if not isinstance(value, Tensor)
+                            else value, dtype=torch.float32, device=self.device)
+        if u.ndim == 1:
+            u = u.unsqueeze(0).expand(k, -1)
+        if u.shape != (k, self.num_params):
+            raise ValueError(f"{name} must have shape ({self.num_params},) or "
+                             f"({k}, {self.num_params}), got {tuple(u.shape)}")
+        try:
+            return self.synth.params.validate(u)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+
+    def _option_audio(self, options: Mapping, k: int) -> Tensor:
+        if "target_sample_rate" not in options:
+            raise ValueError("target_audio needs target_sample_rate (Hz)")
+        audio = options["target_audio"]
+        rate = options["target_sample_rate"]
+        clips = list(audio) if isinstance(audio, list | tuple) and k > 1 else [audio] * k
+        if len(clips) != k:
+            raise ValueError(f"got {len(clips)} target clips for {k} envs")
+        out = [prepare_target_audio(c, rate, target_rate=self.synth.sample_rate,
+                                    num_samples=self.synth.num_samples) for c in clips]
+        return torch.stack(out).to(self.device)
+
+    # ------------------------------------------------------------------ step
+    def step(self, actions: Tensor) -> StepResult:
+        """Apply ``actions`` ``(N, P)`` to every env, render, and score.
+
+        Raises:
+            ValueError: wrong shape or NaN/inf actions (nothing is rendered).
+        """
+        a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        if a.shape != (self.num_envs, self.num_params):
+            raise ValueError(f"actions must have shape ({self.num_envs}, {self.num_params}), "
+                             f"got {tuple(a.shape)}")
+        if not torch.isfinite(a).all():
+            raise ValueError("actions contain NaN or inf")
+        a = a.clamp(-1.0, 1.0)
+        if self.action_mode == "delta":
+            self.params = (self.params + self.max_step * a).clamp(0.0, 1.0)
+        else:
+            self.params = (a + 1.0) * 0.5
+        feats = self.distance.features(self.synth.render(self.params))
+        d = self.distance.distance(feats, self.target_features)
+        self.current_mel = feats.log_mel
+        reward = self.reward(self.dist, d)
+        self.dist = d
+        self.best_dist = torch.minimum(self.best_dist, d)
+        self.steps += 1
+        terminated = d < self.success_threshold
+        reward = reward + self.success_bonus * terminated.float()
+        if self.max_episode_steps is None:
+            truncated = torch.zeros_like(terminated)
+        else:
+            truncated = (self.steps >= self.max_episode_steps) & ~terminated
+        return StepResult(reward, terminated, truncated)
+
+    def reward(self, before: Tensor, after: Tensor) -> Tensor:
+        """Improvement of the distance, as a share of the episode's starting distance.
+
+        Summed over an episode it telescopes to ``1 - final / initial``: 1 for a perfect match,
+        0 for no progress, negative for getting worse, whatever the target's scale.
+        """
+        scale = self.initial_dist.clamp_min(self.success_threshold)
+        return (before - after) / scale
+
+    # ------------------------------------------------------------------ views
+    def observation(self) -> dict[str, Tensor]:
+        """``target_mel`` and ``current_mel`` ``(N, n_mels, frames)``, ``params`` ``(N, P)``."""
+        return {
+            "target_mel": self._scale_mel(self.target_features.log_mel),
+            "current_mel": self._scale_mel(self.current_mel),
+            "params": self.params.clone(),
+        }
+
+    @staticmethod
+    def _scale_mel(db: Tensor) -> Tensor:
+        scaled = (db - MEL_FLOOR_DB) * (2.0 / (MEL_CEIL_DB - MEL_FLOOR_DB)) - 1.0
+        return scaled.clamp(-1.0, 1.0)
+
+    def info(self) -> dict[str, Tensor]:
+        """Per-env ``distance``, ``best_distance``, ``param_mae`` (NaN when the target
+        parameters are unknown) and ``is_success``."""
+        return {
+            "distance": self.dist.clone(),
+            "best_distance": self.best_dist.clone(),
+            "param_mae": (self.params - self.target_params).abs().mean(1),
+            "is_success": self.dist < self.success_threshold,
+        }

@@ -1,0 +1,75 @@
+"""Every environment id, registered in one place.
+
+Ids: ``SynthMatch-v0`` (the subtractive synth, all parameters free) with ``-Easy`` (a few
+salient parameters) and ``-Medium`` (about half) variants, and the same three per backend:
+``SynthMatch-{Subtractive,FM,TorchSynth}[-Easy|-Medium]-v0``. Parameters that are not free
+stay at the synth's default preset.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+MAX_EPISODE_STEPS = 50
+ENTRY_POINT = "synthmatch.envs.single:SynthMatchEnv"
+VECTOR_ENTRY_POINT = "synthmatch.envs.vector:SynthMatchVectorEnv"
+
+_TORCHSYNTH_EASY = ("vco_2_shape", "mixer_vco_1", "mixer_vco_2", "mixer_noise")
+_TORCHSYNTH_MEDIUM = (
+    *(f"adsr_{i}_{p}" for i in (1, 2) for p in ("attack_s", "decay_s", "sustain", "release_s",
+                                                  "alpha")),
+    "vco_1_tuning_semitones", "vco_1_mod_depth_semitones", "vco_2_tuning_semitones",
+    "vco_2_mod_depth_semitones", *_TORCHSYNTH_EASY,
+    *(f"mod_matrix_adsr_{i}_to_{t}" for i in (1, 2)
+      for t in ("vco_1_pitch", "vco_1_amp", "vco_2_pitch", "vco_2_amp", "noise_amp")),
+    "lfo_1_frequency_hz", "lfo_1_mod_depth_hz",
+    *(f"mod_matrix_lfo_1_to_{t}" for t in ("vco_1_pitch", "vco_1_amp", "vco_2_pitch",
+                                           "vco_2_amp", "noise_amp")),
+)
+
+# backend id part -> (registry synth name, {difficulty: free parameter names or None for all})
+TASKS: dict[str, tuple[str, dict[str, tuple[str, ...] | None]]] = {
+    "Subtractive": ("subtractive", {
+        "Easy": ("osc1_shape", "cutoff_hz", "amp_attack_s", "amp_decay_s"),
+        "Medium": ("osc1_shape", "osc2_shape", "osc2_level", "osc2_semitones", "noise_level",
+                   "cutoff_hz", "resonance", "filter_env_octaves", "filter_decay_s",
+                   "amp_attack_s", "amp_decay_s", "amp_sustain"),
+        "": None,
+    }),
+    "FM": ("fm", {
+        "Easy": ("mod_ratio", "mod_index", "amp_decay_s"),
+        "Medium": ("mod_ratio", "mod_index", "index_decay_s", "index_sustain", "amp_attack_s",
+                   "amp_decay_s", "amp_sustain"),
+        "": None,
+    }),
+    "TorchSynth": ("torchsynth", {"Easy": _TORCHSYNTH_EASY, "Medium": _TORCHSYNTH_MEDIUM,
+                                  "": None}),
+}
+DEFAULT_BACKEND = "Subtractive"
+
+
+def _env_id(backend: str | None, difficulty: str) -> str:
+    parts = ["SynthMatch", backend, difficulty or None, "v0"]
+    return "-".join(p for p in parts if p)
+
+
+def env_ids() -> list[str]:
+    """All registered ids, default synth first."""
+    ids = [_env_id(None, d) for d in TASKS[DEFAULT_BACKEND][1]]
+    return ids + [_env_id(b, d) for b, (_, levels) in TASKS.items() for d in levels]
+
+
+def register_all() -> None:
+    """Register every id (idempotent)."""
+    for backend, (synth, levels) in TASKS.items():
+        for difficulty, free in levels.items():
+            kwargs = {"synth": synth, "free_params": free}
+            names = [_env_id(backend, difficulty)]
+            if backend == DEFAULT_BACKEND:
+                names.append(_env_id(None, difficulty))
+            for env_id in names:
+                if env_id in gym.registry:
+                    continue
+                gym.register(id=env_id, entry_point=ENTRY_POINT,
+                             vector_entry_point=VECTOR_ENTRY_POINT,
+                             max_episode_steps=MAX_EPISODE_STEPS, kwargs=dict(kwargs))

@@ -1,0 +1,149 @@
+"""The synth interface: normalised ``(B, P)`` parameter batches in, ``(B, T)`` audio out."""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from synthmatch.synths.params import ParamTable
+
+
+@dataclass(frozen=True)
+class ProbeNote:
+    """The note every render plays: explicit configuration, never hidden in a backend.
+
+    Args:
+        midi_pitch: MIDI note number (60 = middle C, 261.6 Hz).
+        velocity: MIDI velocity, 1-127.
+        note_duration_s: Time from note-on to note-off (the release starts here).
+        render_duration_s: Length of the rendered audio; must be >= ``note_duration_s``.
+        sample_rate: Output sample rate in Hz.
+    """
+
+    midi_pitch: int = 60
+    velocity: int = 100
+    note_duration_s: float = 0.75
+    render_duration_s: float = 1.0
+    sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.midi_pitch <= 127:
+            raise ValueError(f"midi_pitch must be in 0..127, got {self.midi_pitch}")
+        if not 1 <= self.velocity <= 127:
+            raise ValueError(f"velocity must be in 1..127, got {self.velocity}")
+        if self.sample_rate < 4000:
+            raise ValueError(f"sample_rate must be >= 4000 Hz, got {self.sample_rate}")
+        if not 0 < self.note_duration_s <= self.render_duration_s:
+            raise ValueError(
+                "need 0 < note_duration_s <= render_duration_s, got "
+                f"{self.note_duration_s} and {self.render_duration_s}"
+            )
+
+    @property
+    def num_samples(self) -> int:
+        return int(round(self.render_duration_s * self.sample_rate))
+
+    @property
+    def frequency_hz(self) -> float:
+        return 440.0 * 2.0 ** ((self.midi_pitch - 69) / 12.0)
+
+    @property
+    def gain(self) -> float:
+        """Linear velocity gain in (0, 1]."""
+        return self.velocity / 127.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Synth(abc.ABC):
+    """Base class of every backend.
+
+    Subclasses set :attr:`params` (the declared table), the capability flags, and implement
+    :meth:`_render`, which receives validated normalised parameters on :attr:`device`.
+
+    Attributes:
+        name: Registry name of the backend (``"subtractive"``).
+        params: The parameter table; columns of every parameter batch follow it.
+        differentiable: ``render`` supports autograd w.r.t. the parameters.
+        batched: One call renders the whole batch at once (not a loop over items).
+    """
+
+    name: str = "synth"
+    differentiable: bool = False
+    batched: bool = True
+
+    def __init__(self, params: ParamTable, probe: ProbeNote | None = None,
+                 device: torch.device | str = "cpu"):
+        self.params = params
+        self.probe = probe if probe is not None else ProbeNote()
+        self.device = torch.device(device)
+
+    @property
+    def num_params(self) -> int:
+        return len(self.params)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.probe.sample_rate
+
+    @property
+    def num_samples(self) -> int:
+        return self.probe.num_samples
+
+    def render(self, params: Tensor) -> Tensor:
+        """Render one sound per row.
+
+        Args:
+            params: ``(B, P)`` normalised parameters in ``[0, 1]``, columns in the order of
+                :attr:`params`. Moved to :attr:`device` if needed.
+
+        Returns:
+            ``(B, T)`` mono float32 audio on :attr:`device`, ``T = probe.num_samples``.
+
+        Raises:
+            ValueError: wrong shape, NaN/inf or out-of-range values (naming the parameter).
+        """
+        u = self.params.validate(params.to(self.device))
+        audio = self._render(u)
+        if audio.shape != (u.shape[0], self.num_samples):
+            raise RuntimeError(
+                f"{type(self).__name__} rendered {tuple(audio.shape)}, "
+                f"expected {(u.shape[0], self.num_samples)}"
+            )
+        return audio
+
+    @abc.abstractmethod
+    def _render(self, params: Tensor) -> Tensor:
+        """Render validated ``(B, P)`` float32 params on :attr:`device` to ``(B, T)``."""
+
+    def to(self, device: torch.device | str) -> Synth:
+        """Move the synth's state to ``device`` (in place) and return it."""
+        self.device = torch.device(device)
+        return self
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.num_params} params, {self.probe.sample_rate} Hz, "
+                f"{self.probe.render_duration_s} s, device={self.device})")
+
+
+def midi_to_hz(pitch: Tensor | float) -> Tensor | float:
+    """Equal temperament, A4 = 440 Hz."""
+    if isinstance(pitch, Tensor):
+        return 440.0 * torch.exp2((pitch - 69.0) / 12.0)
+    return 440.0 * 2.0 ** ((pitch - 69.0) / 12.0)
+
+
+def db_to_gain(db: Tensor) -> Tensor:
+    return torch.pow(10.0, db / 20.0)
+
+
+def cents_to_ratio(cents: Tensor) -> Tensor:
+    return torch.exp2(cents / 1200.0)
+
+
+TWO_PI = 2.0 * math.pi

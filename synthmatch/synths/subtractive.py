@@ -1,0 +1,318 @@
+"""The default synth: a fast, batched, differentiable subtractive synth in torch.
+
+Signal flow, per item::
+
+    osc 1 (shape morph, unison) --+
+    osc 2 (shape morph, unison,   +--> mix --> 24 dB/oct resonant low-pass --> amp ADSR --> gain
+           semitone/cent offset) --+           (cutoff swept by its own ADSR
+    noise --------------------------+            and optionally by the LFO)
+    LFO --> pitch (semitones) and/or cutoff (octaves)
+
+How it stays fast (no Python loop over samples, cost independent of the preset):
+
+- Oscillators read per-item band-limited wavetables (built once per render by an inverse FFT
+  of the morphed harmonic series, cut at the Nyquist limit of the item's highest voice) with
+  one ``grid_sample`` call: linear interpolation in a single vectorised kernel.
+- Envelopes and LFOs are evaluated on a 2 ms control grid and interpolated.
+- The time-varying filter is applied in the STFT domain: every frame is multiplied by the
+  analytic magnitude response of the filter at that frame's cutoff (zero phase), then
+  overlap-added back.
+
+Item ``i``'s audio does not depend on the batch: every operation is per row, unison voices
+are accumulated in a fixed order (inactive voices add exact zeros), and the noise source is
+one fixed buffer shared by all items.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from synthmatch.synths.base import ProbeNote, Synth, midi_to_hz
+from synthmatch.synths.dsp import (
+    CONTROL_HOP,
+    adsr,
+    control_times,
+    overlap_add,
+    sine_lfo,
+    sqrt_hann,
+    stft_frames,
+    to_audio_rate,
+)
+from synthmatch.synths.params import ParamSpec, ParamTable
+
+SHAPES = ("sine", "triangle", "saw", "square")
+TABLE_SIZE = 2048
+MAX_UNISON = 4
+MAX_Q = 8.0
+# Fixed, different start phases (in cycles) so unison voices do not start in phase.
+VOICE_PHASE = (0.0, 0.37, 0.71, 0.13)
+FILTER_HOP = 256  # 16 ms at 16 kHz; frames of 2 * FILTER_HOP samples
+
+PARAMS = ParamTable([
+    ParamSpec("osc1_shape", 0.0, 3.0, 2.0, description="osc 1 waveform: 0 sine, 1 triangle, "
+              "2 saw, 3 square, morphing in between"),
+    ParamSpec("osc1_level", 0.0, 1.0, 0.8, description="osc 1 level in the mix"),
+    ParamSpec("osc2_shape", 0.0, 3.0, 3.0, description="osc 2 waveform (as osc1_shape)"),
+    ParamSpec("osc2_level", 0.0, 1.0, 0.0, description="osc 2 level in the mix"),
+    ParamSpec("osc2_semitones", -24.0, 24.0, 0.0, choices=tuple(float(s) for s in range(-24, 25)),
+              description="osc 2 transposition in whole semitones"),
+    ParamSpec("osc2_detune_cents", -50.0, 50.0, 0.0, description="osc 2 fine tuning"),
+    ParamSpec("unison_voices", 1.0, 4.0, 1.0, choices=(1.0, 2.0, 3.0, 4.0),
+              description="voices per oscillator, spread over +-unison_detune_cents"),
+    ParamSpec("unison_detune_cents", 0.0, 50.0, 10.0, description="unison spread"),
+    ParamSpec("noise_level", 0.0, 1.0, 0.0, description="white noise level in the mix"),
+    ParamSpec("cutoff_hz", 30.0, 20000.0, 2000.0, scale="log",
+              description="low-pass cutoff before modulation (capped below Nyquist)"),
+    ParamSpec("resonance", 0.0, 1.0, 0.2, description="filter resonance: Q from 0.71 to 8"),
+    ParamSpec("filter_env_octaves", -6.0, 6.0, 2.0, description="filter envelope depth"),
+    ParamSpec("filter_attack_s", 0.001, 1.0, 0.005, scale="log", description="filter attack"),
+    ParamSpec("filter_decay_s", 0.01, 2.0, 0.3, scale="log", description="filter decay"),
+    ParamSpec("filter_sustain", 0.0, 1.0, 0.3, description="filter sustain level"),
+    ParamSpec("filter_release_s", 0.01, 1.0, 0.2, scale="log", description="filter release"),
+    ParamSpec("amp_attack_s", 0.001, 1.0, 0.005, scale="log", description="amp attack"),
+    ParamSpec("amp_decay_s", 0.01, 2.0, 0.3, scale="log", description="amp decay"),
+    ParamSpec("amp_sustain", 0.0, 1.0, 0.7, description="amp sustain level"),
+    ParamSpec("amp_release_s", 0.01, 1.0, 0.15, scale="log", description="amp release"),
+    ParamSpec("lfo_rate_hz", 0.1, 20.0, 5.0, scale="log", description="LFO rate (sine)"),
+    ParamSpec("lfo_to_pitch_semitones", 0.0, 2.0, 0.0, description="LFO depth on pitch"),
+    ParamSpec("lfo_to_cutoff_octaves", 0.0, 4.0, 0.0, description="LFO depth on cutoff"),
+    ParamSpec("gain_db", -24.0, 0.0, -6.0, description="master gain"),
+])
+
+
+def _harmonic_series(num_bins: int) -> Tensor:
+    """Sine-series amplitudes of the four shapes, ``(4, num_bins)`` (bin k = harmonic k)."""
+    k = torch.arange(num_bins, dtype=torch.float64)
+    odd = (k % 2 == 1).double()
+    safe = k.clamp_min(1.0)
+    sine = (k == 1).double()
+    # Signs follow each waveform's Fourier series in sine phase.
+    triangle = odd * (8.0 / math.pi**2) * torch.where((k % 4) == 1, 1.0, -1.0) / safe**2
+    saw = (k > 0).double() * (2.0 / math.pi) * torch.where(k % 2 == 1, 1.0, -1.0) / safe
+    square = odd * (4.0 / math.pi) / safe
+    return torch.stack([sine, triangle, saw, square]).float()
+
+
+class SubtractiveSynth(Synth):
+    """A "Serum-lite" subtractive synth with 24 parameters (see :data:`PARAMS`).
+
+    Args:
+        probe: The note to play (pitch, velocity, durations, sample rate).
+        device: Where tensors live and rendering happens.
+
+    Example:
+        >>> synth = SubtractiveSynth()
+        >>> audio = synth.render(synth.params.sample(8))  # (8, 16000) at 16 kHz
+    """
+
+    name = "subtractive"
+    differentiable = True
+    batched = True
+
+    def __init__(self, probe: ProbeNote | None = None, device: torch.device | str = "cpu"):
+        super().__init__(PARAMS, probe, device)
+        self._build_constants()
+
+    def _build_constants(self) -> None:
+        p, dev = self.probe, self.device
+        num_bins = TABLE_SIZE // 2 + 1
+        self._series = _harmonic_series(num_bins).to(dev)
+        self._harmonic = torch.arange(num_bins, device=dev, dtype=torch.float32)
+        self._control_t = control_times(p.num_samples, p.sample_rate, dev)
+        j = torch.arange(CONTROL_HOP, device=dev, dtype=torch.float32)
+        self._offsets = torch.stack([j, j * (j - 1) / (2 * CONTROL_HOP)])
+        gen = torch.Generator().manual_seed(0)
+        self._noise = (torch.rand(p.num_samples, generator=gen) * 2.0 - 1.0).to(dev)
+        self._window = sqrt_hann(2 * FILTER_HOP, device=dev)
+        frames = -(-p.num_samples // FILTER_HOP) + 1
+        self._frame_t = torch.arange(frames, device=dev, dtype=torch.float32) * (
+            FILTER_HOP / p.sample_rate)
+        self._bin_hz2 = torch.fft.rfftfreq(2 * FILTER_HOP, 1.0 / p.sample_rate).to(dev).square()
+        self._grid: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> SubtractiveSynth:
+        self.device = torch.device(device)
+        self._build_constants()
+        return self
+
+    def _render(self, params: Tensor) -> Tensor:
+        # Per-item and control-rate values stay in float64 until they meet audio-rate tensors:
+        # transcendental CPU kernels round differently in their vector and scalar paths, and
+        # which path an element takes depends on its position in the batch (float64 results
+        # agree once rounded to float32). Audio-rate work is float32.
+        x = self.params.to_real(params.double())
+        # Sort items by unison voice count so voice k only runs on the tail of the batch that
+        # uses it (contiguous views, no copies); every step is per item, so the order does
+        # not change any item's audio.
+        voices = x[:, self.params.index("unison_voices")]
+        order = torch.argsort(voices, stable=True)
+        x = x[order]
+        col = {name: x[:, j] for j, name in enumerate(self.params.names)}
+        p = self.probe
+
+        # Levels are scaled down together when they sum above 1, so the mix stays in [-1, 1].
+        norm = (col["osc1_level"] + col["osc2_level"] + col["noise_level"]).clamp_min(1.0)
+        lfo = sine_lfo(self._control_t, col["lfo_rate_hz"])
+        mix = self._oscillators(col, lfo, norm)
+        mix = mix.addcmul_((col["noise_level"] / norm).float().unsqueeze(1), self._noise)
+
+        filtered = self._filter(mix, col)
+        amp = adsr(self._control_t, col["amp_attack_s"], col["amp_decay_s"], col["amp_sustain"],
+                   col["amp_release_s"], p.note_duration_s)
+        gain = (p.gain * torch.pow(10.0, col["gain_db"] / 20.0)).float().unsqueeze(1)
+        audio = (filtered * to_audio_rate(amp.float(), p.num_samples) * gain).clamp(-1.0, 1.0)
+        return audio.index_copy(0, order, audio)
+
+    def _oscillators(self, col: dict[str, Tensor], lfo: Tensor, norm: Tensor) -> Tensor:
+        """Both oscillators with unison, summed with their levels divided by ``norm``: ``(B, T)``.
+
+        Expects the batch sorted by ``unison_voices`` (see :meth:`_render`).
+        """
+        p, b, n = self.probe, lfo.shape[0], self.probe.num_samples
+        f0 = midi_to_hz(float(p.midi_pitch))
+        osc2_ratio = torch.exp2((col["osc2_semitones"] + col["osc2_detune_cents"] / 100.0) / 12.0)
+        voices = col["unison_voices"].round().unsqueeze(1)
+        # Voice v of n sits at detune * (2v / (n - 1) - 1) cents; a single voice at 0.
+        v = torch.arange(MAX_UNISON, device=lfo.device, dtype=torch.float64)
+        spread = torch.where(voices > 1, 2.0 * v / (voices - 1).clamp_min(1.0) - 1.0, 0.0)
+        voice_ratio = torch.exp2(col["unison_detune_cents"].unsqueeze(1) * spread / 1200.0)
+        levels = torch.stack([col["osc1_level"], col["osc2_level"]], 1) / norm.unsqueeze(1)
+        # (B, 2, MAX_UNISON): each voice's gain in the mix; inactive voices get 0.
+        voice_weight = (levels.unsqueeze(2) * ((v < voices).double() / voices).unsqueeze(1)).float()
+
+        # Phase (in cycles) of each oscillator: the running sum of its per-sample rate.
+        semis = col["lfo_to_pitch_semitones"].unsqueeze(1) * lfo
+        rate = torch.exp2(semis / 12.0) * (f0 / p.sample_rate)  # (B, C) at control points
+        ratios = torch.stack([torch.ones_like(osc2_ratio), osc2_ratio], 1).unsqueeze(2)
+        whole, local = self._integrate(rate.unsqueeze(1) * ratios)
+        base = torch.frac(local)  # (B, 2, S, hop): osc 1, osc 2
+
+        # Highest frequency osc 1 reaches (widest voice, LFO at its peak): its tables stop below.
+        highest = f0 * voice_ratio.max(1).values * torch.exp2(
+            col["lfo_to_pitch_semitones"] / 12.0)
+        tables = self._wavetables(torch.stack([col["osc1_shape"], col["osc2_shape"]], 1).float(),
+                                  torch.stack([highest, highest * osc2_ratio], 1).float())
+
+        counts = torch.bincount(voices.view(-1).long(), minlength=MAX_UNISON + 1)
+        first = torch.cumsum(counts, 0).tolist()  # rows [first[k]:] have more than k voices
+        span = base.shape[2] * base.shape[3]
+        out = None
+        for k in range(MAX_UNISON):
+            lo = first[k]
+            if lo >= b:
+                break
+            rows = b - lo
+            detune = (voice_ratio[lo:, k] - 1.0).view(rows, 1, 1, 1)
+            # Voice k runs at 1 + d_k times its oscillator: phase = frac(cycles * (1 + d_k)),
+            # with cycles = whole + local, whole an integer per segment (float64) and local
+            # small (float32): only frac(d_k * whole) is needed from the large part.
+            offset = torch.frac(whole[lo:] * detune[..., 0] + VOICE_PHASE[k]).float()
+            grid = self._phase_grid(base[lo:], local[lo:], detune.float(), offset.unsqueeze(-1))
+            wave = F.grid_sample(tables[lo:].reshape(2 * rows, 1, 1, -1),
+                                 grid.view(2 * rows, 1, span, 2),
+                                 mode="bilinear", align_corners=True).view(rows, 2, span)
+            weight = voice_weight[lo:, :, k : k + 1]
+            if out is None:
+                out = weight * wave
+            else:
+                out[lo:] = torch.addcmul(out[lo:], weight, wave)
+        return out[..., :n].sum(1)
+
+    def _phase_grid(self, base: Tensor, local: Tensor, detune: Tensor,
+                    offset: Tensor) -> Tensor:
+        """Grid for ``grid_sample``: x = ``frac(base + detune * local + offset)``, y = 0.
+
+        Args:
+            base, local: ``(R, 2, S, hop)`` wrapped and in-segment phase of each oscillator.
+            detune: ``(R, 1, 1, 1)`` relative frequency offset of the voice.
+            offset: ``(R, 2, S, 1)`` per-segment phase offset of the voice.
+
+        Returns:
+            ``(R, 2, S * hop, 2)``. Without autograd the phase is written straight into a
+            reused buffer whose y column stays zero (``out=`` does not support autograd).
+        """
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (base, local, detune)):
+            ph = torch.frac(torch.addcmul(base, local, detune) + offset).flatten(2)
+            return torch.stack([ph, torch.zeros_like(ph)], -1)
+        r, o, s, hop = base.shape
+        if self._grid is None or self._grid.shape[0] < r or self._grid.shape[2] != s * hop:
+            self._grid = torch.zeros(r, o, s * hop, 2, device=base.device)
+        grid = self._grid[:r]
+        x = grid[..., 0].view(r, o, s, hop)
+        torch.addcmul(base, local, detune, out=x)
+        x.add_(offset).frac_()
+        return grid
+
+    def _integrate(self, rate: Tensor) -> tuple[Tensor, Tensor]:
+        """Running sum of a per-sample rate given at control points, linear in between.
+
+        Within a control segment the running sum of a linear ramp is a quadratic in the sample
+        offset, so it is evaluated in closed form: whole cycles at segment starts are summed in
+        float64 over the few control points, and only the small in-segment part is computed
+        at audio rate, in float32, so long notes lose no precision.
+
+        Args:
+            rate: ``(..., C)`` cycles per sample at the control points of :func:`control_times`.
+
+        Returns:
+            ``(whole, local)``: ``(..., S)`` float64 whole cycles at the start of each of the
+            ``S = C - 1`` segments, and ``(..., S, CONTROL_HOP)`` float32 cycles since then
+            (plus the fractional part at the start). Phase at sample ``s * hop + j`` is
+            ``whole[s] + local[s, j]``.
+        """
+        rate = rate.double()
+        start, step = rate[..., :-1], rate[..., 1:] - rate[..., :-1]
+        # Sum of the rate over a whole segment: hop * start + step * (hop - 1) / 2.
+        seg = CONTROL_HOP * start + step * ((CONTROL_HOP - 1) / 2.0)
+        before = torch.cumsum(seg, -1) - seg
+        whole = torch.floor(before)
+        j, tri = self._offsets  # sample offsets 0..hop-1 and j (j - 1) / (2 hop)
+        local = torch.addcmul((before - whole).float().unsqueeze(-1),
+                              start.float().unsqueeze(-1), j)
+        return whole, local.addcmul_(step.float().unsqueeze(-1), tri)
+
+    def _wavetables(self, shape: Tensor, highest_hz: Tensor) -> Tensor:
+        """Band-limited tables of the morphed shapes, two periods each: ``(B, O, 2N + 1)``.
+
+        Args:
+            shape: ``(B, O)`` shape morph (0 sine .. 3 square) per oscillator.
+            highest_hz: ``(B, O)`` highest frequency each oscillator plays; harmonics that
+                would exceed Nyquist there are removed, so nothing aliases.
+
+        Two periods span grid x in ``[-1, 1]``, so a phase in ``[0, 1)`` is a grid coordinate.
+        """
+        weights = [torch.relu(1.0 - (shape - j).abs()).unsqueeze(-1) for j in range(len(SHAPES))]
+        series = weights[0] * self._series[0]
+        for j in range(1, len(SHAPES)):
+            series = series + weights[j] * self._series[j]
+        nyquist = 0.5 * self.probe.sample_rate
+        series = series * (self._harmonic * highest_hz.unsqueeze(-1) < nyquist)
+        # irfft of -i * a_k * N / 2 gives sum_k a_k sin(2 pi k n / N).
+        spectrum = torch.complex(torch.zeros_like(series), -series * (TABLE_SIZE / 2))
+        table = torch.fft.irfft(spectrum, n=TABLE_SIZE)
+        return torch.cat([table, table, table[..., :1]], -1)
+
+    def _filter(self, audio: Tensor, col: dict[str, Tensor]) -> Tensor:
+        """24 dB/oct low-pass (a resonant 2-pole times a Butterworth 2-pole), per STFT frame."""
+        p, t = self.probe, self._frame_t
+        env = adsr(t, col["filter_attack_s"], col["filter_decay_s"], col["filter_sustain"],
+                   col["filter_release_s"], p.note_duration_s)
+        lfo = sine_lfo(t, col["lfo_rate_hz"])
+        octaves = (col["filter_env_octaves"].unsqueeze(1) * env
+                   + col["lfo_to_cutoff_octaves"].unsqueeze(1) * lfo)
+        cutoff = (col["cutoff_hz"].unsqueeze(1) * torch.exp2(octaves)).clamp(
+            20.0, 0.49 * p.sample_rate).float()  # (B, frames)
+        q = 0.5**0.5 * (MAX_Q / 0.5**0.5) ** col["resonance"]
+        r2 = self._bin_hz2 / cutoff.square().unsqueeze(2)  # (B, frames, bins): (f / fc)^2
+        # |H|^2 of a resonant 2-pole, (1 - r^2)^2 + r^2 / Q^2, times a Butterworth's 1 + r^4.
+        inv_q2 = q.reciprocal().square().float().view(-1, 1, 1)
+        resonant = (1.0 - r2).square_().addcmul_(r2, inv_q2)
+        response = torch.rsqrt(resonant * r2.square().add_(1.0))
+        spectra = stft_frames(audio, FILTER_HOP, self._window)
+        # A real view avoids a complex-by-real product, which would cast the response first.
+        spectra = torch.view_as_complex(torch.view_as_real(spectra) * response.unsqueeze(-1))
+        return overlap_add(spectra, FILTER_HOP, self._window, p.num_samples)

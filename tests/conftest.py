@@ -1,0 +1,31 @@
+"""Shared test fixtures and helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def peak_frequency(audio: torch.Tensor, sample_rate: int) -> float:
+    """Frequency (Hz) of the largest magnitude bin of a 1-D signal (Hann-windowed)."""
+    x = audio.detach().cpu().double().numpy()
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1.0 / sample_rate)[np.argmax(spectrum)])
+
+
+def band_energy(audio: torch.Tensor, sample_rate: int, lo: float, hi: float) -> float:
+    """Energy of a 1-D signal between ``lo`` and ``hi`` Hz."""
+    x = audio.detach().cpu().double().numpy()
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1.0 / sample_rate)
+    return float(spectrum[(f >= lo) & (f < hi)].sum())
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # Tests run in parallel on small CI machines; one thread each avoids oversubscription.
+    torch.set_num_threads(1)
+    yield
