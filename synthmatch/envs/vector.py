@@ -54,7 +54,7 @@ class SynthMatchVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list[int | None] | None = None,
               options: dict | None = None):
-        super().reset(seed=seed)
+        super().reset(seed=seed if isinstance(seed, int) else None)
         options = dict(options or {})
         mask = options.pop("reset_mask", None)
         idx = np.arange(self.num_envs) if mask is None else np.flatnonzero(

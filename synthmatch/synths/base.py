@@ -131,19 +131,26 @@ class Synth(abc.ABC):
                 f"{self.probe.render_duration_s} s, device={self.device})")
 
 
+# The tensor helpers below use exp rather than exp2/pow: on CPU, exp2 and pow round one ulp
+# differently in their vector and scalar paths, which would tie an item's value to its
+# position in the batch.
+_LN2 = math.log(2.0)
+_LN10 = math.log(10.0)
+
+
 def midi_to_hz(pitch: Tensor | float) -> Tensor | float:
     """Equal temperament, A4 = 440 Hz."""
     if isinstance(pitch, Tensor):
-        return 440.0 * torch.exp2((pitch - 69.0) / 12.0)
+        return 440.0 * torch.exp((pitch - 69.0) * (_LN2 / 12.0))
     return 440.0 * 2.0 ** ((pitch - 69.0) / 12.0)
 
 
 def db_to_gain(db: Tensor) -> Tensor:
-    return torch.pow(10.0, db / 20.0)
+    return torch.exp(db * (_LN10 / 20.0))
 
 
 def cents_to_ratio(cents: Tensor) -> Tensor:
-    return torch.exp2(cents / 1200.0)
+    return torch.exp(cents * (_LN2 / 1200.0))
 
 
 TWO_PI = 2.0 * math.pi

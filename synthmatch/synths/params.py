@@ -117,7 +117,7 @@ class ParamSpec:
         return float(self.to_normalized(torch.tensor(self.default, dtype=torch.float64)))
 
 
-_UNITS = {"hz", "s", "ms", "db", "cents", "semitones", "octaves", "ratio", "deg"}
+_UNITS = {"hz", "s", "ms", "db", "cents", "semitones", "octaves", "ratio", "deg", "rad"}
 
 
 class ParamTable(Sequence[ParamSpec]):

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from synthmatch.synths.base import ProbeNote, Synth
+from synthmatch.synths.frozen import FrozenSynth
 from synthmatch.synths.params import ParamTable
 
 FORMAT = "synthmatch-preset"
@@ -38,8 +39,14 @@ class PresetError(ValueError):
 
 
 def preset_to_dict(synth: Synth, params: Tensor, name: str = "") -> dict:
-    """Describe one normalised parameter vector ``(P,)`` as a JSON-ready dict."""
+    """Describe one normalised parameter vector ``(P,)`` as a JSON-ready dict.
+
+    A :class:`FrozenSynth` is saved as its full inner synth (frozen values included), so the
+    preset opens with or without the wrapper.
+    """
     row = synth.params.validate(params.reshape(1, -1).detach().cpu().float())
+    if isinstance(synth, FrozenSynth):
+        synth, row = synth.inner, synth.expand(row)
     real = synth.params.to_real(row.double())[0]
     return {
         "format": FORMAT,
@@ -134,6 +141,9 @@ def load_preset(path: str | Path, synth: Synth) -> Tensor:
             field).
     """
     path = Path(path)
+    if isinstance(synth, FrozenSynth):
+        full = load_preset(path, synth.inner)
+        return full[synth.free_index.to(full.device)]
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:

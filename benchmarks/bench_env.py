@@ -1,0 +1,153 @@
+"""Render and env-step throughput of every backend, as ratios measured in one run.
+
+For each backend and batch size it times the raw synth render of random presets and a full
+step of the native vector env (render + features + reward + observation) on the same batch,
+in interleaved rounds so that machine noise hits all of them alike, and reports medians.
+
+Usage:
+    python benchmarks/bench_env.py                      # CPU (and CUDA when present)
+    python benchmarks/bench_env.py --num-envs 64 --rounds 9 --devices cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import synthmatch  # noqa: F401  (registers the ids)
+
+BACKENDS = {"subtractive": "SynthMatch-Subtractive-v0", "fm": "SynthMatch-FM-v0",
+            "torchsynth": "SynthMatch-TorchSynth-v0"}
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads, Python {platform.python_version()}")
+    if torch.cuda.is_available():
+        text += f"; GPU: {torch.cuda.get_device_name()}"
+    return text
+
+
+def timer(fn: Callable[[], object], device: str) -> Callable[[], float]:
+    def run() -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+    return run
+
+
+def bench(device: str, sizes: list[int], rounds: int, backends: list[str]) -> list[dict]:
+    cases = {}
+    for name in backends:
+        for n in sizes:
+            venv = gym.make_vec(BACKENDS[name], num_envs=n, device=device)
+            venv.reset(seed=0)
+            synth = venv.unwrapped.core.synth
+            params = synth.params.sample(n, torch.Generator().manual_seed(1)).to(device)
+            rng = np.random.default_rng(0)
+            actions = rng.uniform(-1, 1, venv.action_space.shape).astype(np.float32)
+            render = timer(lambda s=synth, p=params: s.render(p), device)
+            step = timer(lambda v=venv, a=actions: v.step(a), device)
+            render(), step()  # warm-up: allocations, FFT plans, CUDA kernels
+            cases[name, n] = (render, step)
+            if name == "torchsynth":
+                raw = raw_voice(n, device)
+                cases["torchsynth (raw Voice)", n] = (timer(raw, device), None)
+    times = {key: ([], []) for key in cases}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for key, (render, step) in cases.items():
+                times[key][0].append(render())
+                if step is not None:
+                    times[key][1].append(step())
+    rows = []
+    for (name, n), (renders, steps) in times.items():
+        render_s = statistics.median(renders)
+        row = {"device": device, "backend": name, "num_envs": n, "render_ms": 1e3 * render_s,
+               "renders_per_s": n / render_s, "step_ms": float("nan"),
+               "env_steps_per_s": float("nan"), "step_over_render": float("nan")}
+        if steps:
+            step_s = statistics.median(steps)
+            row.update(step_ms=1e3 * step_s, env_steps_per_s=n / step_s,
+                       step_over_render=statistics.median(
+                           s / r for s, r in zip(steps, renders, strict=True)))
+        rows.append(row)
+    return rows
+
+
+def raw_voice(n: int, device: str) -> Callable[[], object]:
+    """torchsynth's own ``Voice.output()`` at batch size ``n``, outside our wrapper."""
+    from torchsynth.config import SynthConfig
+    from torchsynth.synth import Voice
+
+    # control_rate as in TorchSynthVoice (sample_rate / 100).
+    voice = Voice(SynthConfig(batch_size=n, sample_rate=16000, buffer_size_seconds=1.0,
+                              control_rate=160, reproducible=False)).to(device)
+    if device == "cuda":
+        voice.on_post_move_to_device()
+    return voice.output
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 16, 64, 256],
+                        help="batch sizes (num_envs) to measure")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="interleaved timing rounds; medians are reported")
+    parser.add_argument("--devices", nargs="+", default=None,
+                        help="devices to measure (default: cpu, plus cuda when available)")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    warnings.filterwarnings("ignore")
+
+    print(f"Machine: {machine()}")
+    print("Probe: MIDI 60, 1 s at 16 kHz; random presets; medians of "
+          f"{args.rounds} interleaved rounds.\n")
+    print("| device | backend | num_envs | render ms | renders/s | env step ms | env steps/s "
+          "| step / render |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    results = []
+    for device in devices:
+        rows = bench(device, args.num_envs, args.rounds, args.backends)
+        results += rows
+        for r in rows:
+            print(f"| {r['device']} | {r['backend']} | {r['num_envs']} | {r['render_ms']:.2f} | "
+                  f"{r['renders_per_s']:.0f} | {r['step_ms']:.2f} | "
+                  f"{r['env_steps_per_s']:.0f} | {r['step_over_render']:.2f} |")
+    print()
+    for device in devices:
+        by = {(r["backend"], r["num_envs"]): r for r in results if r["device"] == device}
+        for n in args.num_envs:
+            voice = by.get(("torchsynth (raw Voice)", n))
+            if ("subtractive", n) in by and voice:
+                ratio = by["subtractive", n]["renders_per_s"] / voice["renders_per_s"]
+                print(f"{device}, num_envs={n}: the subtractive synth renders {ratio:.2f}x as "
+                      "many sounds/s as torchsynth's raw Voice")
+
+
+if __name__ == "__main__":
+    main()
