@@ -52,6 +52,9 @@ class SynthMatchCore:
         max_step: Largest parameter change per step in ``"delta"`` mode.
         start: Starting parameters: ``"default"`` (the synth's init preset) or ``"random"``.
         success_threshold: Episode ends successfully when the distance falls below this.
+            The default, 0.2, is what nudging every parameter of the subtractive synth by
+            about 0.02 (normalised) costs, and about a tenth of the typical distance from the
+            default preset to a random target.
         success_bonus: Reward added on success.
         max_episode_steps: Truncate after this many steps; ``None`` leaves it to a wrapper
             (Gymnasium's ``TimeLimit`` for single envs).
@@ -70,7 +73,7 @@ class SynthMatchCore:
         action_mode: str = "delta",
         max_step: float = 0.1,
         start: str = "default",
-        success_threshold: float = 0.05,
+        success_threshold: float = 0.2,
         success_bonus: float = 1.0,
         max_episode_steps: int | None = None,
         reward_kwargs: Mapping | None = None,

@@ -132,7 +132,6 @@ class SubtractiveSynth(Synth):
         self._frame_t = torch.arange(frames, device=dev, dtype=torch.float32) * (
             FILTER_HOP / p.sample_rate)
         self._bin_hz2 = torch.fft.rfftfreq(2 * FILTER_HOP, 1.0 / p.sample_rate).to(dev).square()
-        self._grid: Tensor | None = None
 
     def to(self, device: torch.device | str) -> SubtractiveSynth:
         self.device = torch.device(device)
@@ -212,8 +211,7 @@ class SubtractiveSynth(Synth):
             # small (float32): only frac(d_k * whole) is needed from the large part.
             offset = torch.frac(whole[lo:] * detune[..., 0] + VOICE_PHASE[k]).float()
             grid = self._phase_grid(base[lo:], local[lo:], detune.float(), offset.unsqueeze(-1))
-            wave = F.grid_sample(tables[lo:].reshape(2 * rows, 1, 1, -1),
-                                 grid.view(2 * rows, 1, span, 2),
+            wave = F.grid_sample(tables[lo:].view(2 * rows, 1, 2, -1), grid,
                                  mode="bilinear", align_corners=True).view(rows, 2, span)
             weight = voice_weight[lo:, :, k : k + 1]
             if out is None:
@@ -222,9 +220,14 @@ class SubtractiveSynth(Synth):
                 out[lo:] = torch.addcmul(out[lo:], weight, wave)
         return out[..., :n].sum(1)
 
-    def _phase_grid(self, base: Tensor, local: Tensor, detune: Tensor,
-                    offset: Tensor) -> Tensor:
-        """Grid for ``grid_sample``: x = ``frac(base + detune * local + offset)``, y = 0.
+    @staticmethod
+    def _phase_grid(base: Tensor, local: Tensor, detune: Tensor, offset: Tensor) -> Tensor:
+        """Grid for ``grid_sample``: ``(x, y)`` both the voice phase ``frac(base + detune *
+        local + offset)`` in ``[0, 1)``.
+
+        The tables are images of two identical rows (see :meth:`_wavetables`), so y may be
+        anything in range; reusing x keeps the grid a stride-0 view of one contiguous phase
+        tensor instead of interleaved (x, y) pairs that every pass would write strided.
 
         Args:
             base, local: ``(R, 2, S, hop)`` wrapped and in-segment phase of each oscillator.
@@ -232,20 +235,10 @@ class SubtractiveSynth(Synth):
             offset: ``(R, 2, S, 1)`` per-segment phase offset of the voice.
 
         Returns:
-            ``(R, 2, S * hop, 2)``. Without autograd the phase is written straight into a
-            reused buffer whose y column stays zero (``out=`` does not support autograd).
+            ``(2R, 1, S * hop, 2)``.
         """
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (base, local, detune)):
-            ph = torch.frac(torch.addcmul(base, local, detune) + offset).flatten(2)
-            return torch.stack([ph, torch.zeros_like(ph)], -1)
-        r, o, s, hop = base.shape
-        if self._grid is None or self._grid.shape[0] < r or self._grid.shape[2] != s * hop:
-            self._grid = torch.zeros(r, o, s * hop, 2, device=base.device)
-        grid = self._grid[:r]
-        x = grid[..., 0].view(r, o, s, hop)
-        torch.addcmul(base, local, detune, out=x)
-        x.add_(offset).frac_()
-        return grid
+        ph = torch.frac(torch.addcmul(base, local, detune) + offset)
+        return ph.view(-1, 1, ph.shape[2] * ph.shape[3], 1).expand(-1, -1, -1, 2)
 
     def _integrate(self, rate: Tensor) -> tuple[Tensor, Tensor]:
         """Running sum of a per-sample rate given at control points, linear in between.
@@ -276,14 +269,15 @@ class SubtractiveSynth(Synth):
         return whole, local.addcmul_(step.float().unsqueeze(-1), tri)
 
     def _wavetables(self, shape: Tensor, highest_hz: Tensor) -> Tensor:
-        """Band-limited tables of the morphed shapes, two periods each: ``(B, O, 2N + 1)``.
+        """Band-limited tables of the morphed shapes: ``(B, O, 2, 2N + 1)``.
 
         Args:
             shape: ``(B, O)`` shape morph (0 sine .. 3 square) per oscillator.
             highest_hz: ``(B, O)`` highest frequency each oscillator plays; harmonics that
                 would exceed Nyquist there are removed, so nothing aliases.
 
-        Two periods span grid x in ``[-1, 1]``, so a phase in ``[0, 1)`` is a grid coordinate.
+        Two periods span grid x in ``[-1, 1]``, so a phase in ``[0, 1)`` is a grid coordinate;
+        each table is an image of two identical rows, so any grid y in range reads the same.
         """
         weights = [torch.relu(1.0 - (shape - j).abs()).unsqueeze(-1) for j in range(len(SHAPES))]
         series = weights[0] * self._series[0]
@@ -294,7 +288,8 @@ class SubtractiveSynth(Synth):
         # irfft of -i * a_k * N / 2 gives sum_k a_k sin(2 pi k n / N).
         spectrum = torch.complex(torch.zeros_like(series), -series * (TABLE_SIZE / 2))
         table = torch.fft.irfft(spectrum, n=TABLE_SIZE)
-        return torch.cat([table, table, table[..., :1]], -1)
+        table = torch.cat([table, table, table[..., :1]], -1)
+        return table.unsqueeze(-2).expand(*table.shape[:-1], 2, -1).contiguous()
 
     def _filter(self, audio: Tensor, col: dict[str, Tensor]) -> Tensor:
         """24 dB/oct low-pass (a resonant 2-pole times a Butterworth 2-pole), per STFT frame."""
@@ -312,7 +307,5 @@ class SubtractiveSynth(Synth):
         inv_q2 = q.reciprocal().square().float().view(-1, 1, 1)
         resonant = (1.0 - r2).square_().addcmul_(r2, inv_q2)
         response = torch.rsqrt(resonant * r2.square().add_(1.0))
-        spectra = stft_frames(audio, FILTER_HOP, self._window)
-        # A real view avoids a complex-by-real product, which would cast the response first.
-        spectra = torch.view_as_complex(torch.view_as_real(spectra) * response.unsqueeze(-1))
+        spectra = stft_frames(audio, FILTER_HOP, self._window) * response
         return overlap_add(spectra, FILTER_HOP, self._window, p.num_samples)
