@@ -22,6 +22,9 @@ START_MODES = ("default", "random")
 ACTION_MODES = ("delta", "absolute")
 # Observation log-mel range in dB, mapped linearly onto [-1, 1].
 MEL_FLOOR_DB, MEL_CEIL_DB = -100.0, 20.0
+# On CPU, steps compute reward features for this many envs at a time: temporaries stay in
+# cache, which is faster than one large batch (see docs/benchmarks.md); results are the same.
+CPU_CHUNK = 16
 # An initialiser maps target audio (n, T) on the env's device to starting parameters (n, P).
 Initializer = Callable[[Tensor], Tensor]
 
@@ -259,9 +262,7 @@ class SynthMatchCore:
             self.params = (self.params + self.max_step * a).clamp(0.0, 1.0)
         else:
             self.params = (a + 1.0) * 0.5
-        feats = self.distance.features(self.synth.render(self.params))
-        d = self.distance.distance(feats, self.target_features)
-        self.current_mel = feats.log_mel
+        d, self.current_mel = self._evaluate(self.params)
         reward = self.reward(self.dist, d)
         self.dist = d
         self.best_dist = torch.minimum(self.best_dist, d)
@@ -273,6 +274,20 @@ class SynthMatchCore:
         else:
             truncated = (self.steps >= self.max_episode_steps) & ~terminated
         return StepResult(reward, terminated, truncated)
+
+    def _evaluate(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """Render ``params`` ``(N, P)`` and score against the targets: distance ``(N,)`` and
+        the log-mel ``(N, n_mels, frames)`` of the rendered sounds."""
+        audio = self.synth.render(params)  # the synth chunks its own work where it helps
+        chunk = CPU_CHUNK if self.device.type == "cpu" else self.num_envs
+        distances, mels = [], []
+        for start in range(0, self.num_envs, chunk):
+            stop = min(start + chunk, self.num_envs)
+            feats = self.distance.features(audio[start:stop])
+            distances.append(self.distance.distance(feats,
+                                                    self.target_features.rows(start, stop)))
+            mels.append(feats.log_mel)
+        return torch.cat(distances), torch.cat(mels)
 
     def reward(self, before: Tensor, after: Tensor) -> Tensor:
         """Improvement of the distance, as a share of the episode's starting distance.

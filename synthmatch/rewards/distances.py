@@ -27,8 +27,8 @@ from synthmatch.rewards.features import (
 # 2048 resolves low pitches (7.8 Hz bins at 16 kHz), 256 resolves attacks (8 ms hop), and
 # 1024/256 is the mel front end's STFT, computed once for both. The two extra resolutions use
 # 50 % overlap (the least at which Hann windows cover every sample evenly) rather than 75 %: on
-# random subtractive-synth pairs the rank correlation with parameter distance is the same
-# (0.51 vs 0.51) and they cost half as much, and the STFT dominates the reward's run time.
+# perturbed subtractive-synth presets the rank correlation with parameter distance is the same
+# (0.51 vs 0.51), and PerceptualDistance's step cost drops by about 30 % (the STFTs dominate).
 DEFAULT_FFT_SIZES = (2048, 1024, 256)
 DEFAULT_HOP_SIZES = (1024, 256, 128)
 

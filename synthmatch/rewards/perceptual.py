@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,12 @@ from synthmatch.rewards.distances import (
     SpectralCentroidDistance,
     check_weight,
 )
-from synthmatch.rewards.features import POWER_EPS, check_audio, magnitude_from_power
+from synthmatch.rewards.features import (
+    POWER_EPS,
+    LogMelSpectrogram,
+    check_audio,
+    magnitude_from_power,
+)
 from synthmatch.rewards.penalties import SignalStats, penalties_from_stats, signal_stats
 
 IndexLike = Tensor | Sequence[int] | Sequence[bool]
@@ -41,9 +47,11 @@ def _map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
 
 def _leaves(obj: Any) -> list[Tensor]:
     """Every tensor in a tree of dataclasses and tuples, in field order."""
-    out: list[Tensor] = []
-    _map_tensors(obj, lambda t: out.append(t) or t)
-    return out
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, tuple):
+        return [t for o in obj for t in _leaves(o)]
+    return [t for f in dataclasses.fields(obj) for t in _leaves(getattr(obj, f.name))]
 
 
 @dataclass
@@ -94,7 +102,7 @@ class AudioFeatures:
                 raise ValueError(
                     f"boolean mask has {idx.shape[0]} entries for a batch of {self.batch_size}"
                 )
-        elif idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        elif idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8):
             raise TypeError(f"idx must hold integers or booleans, got {idx.dtype}")
         return idx
 
@@ -102,6 +110,10 @@ class AudioFeatures:
         """The rows ``idx`` (a 1-D integer index or boolean mask) as new features."""
         idx = self._index_tensor(idx)
         return _map_tensors(self, lambda t: t[idx])
+
+    def rows(self, start: int, stop: int) -> AudioFeatures:
+        """Rows ``start:stop`` as views (no copy)."""
+        return _map_tensors(self, lambda t: t[start:stop])
 
     def assign_(self, idx: IndexLike, other: AudioFeatures) -> AudioFeatures:
         """Overwrite rows ``idx`` in place with ``other`` (one row per selected index).
@@ -119,14 +131,17 @@ class AudioFeatures:
         count = int(idx.sum()) if idx.dtype == torch.bool else idx.shape[0]
         if other.batch_size != count:
             raise ValueError(f"idx selects {count} rows but other has {other.batch_size}")
-        for dst, src in zip(_leaves(self), _leaves(other), strict=True):
-            if dst.shape[1:] != src.shape[1:]:
-                raise ValueError(
-                    f"feature shapes differ ({tuple(dst.shape[1:])} vs {tuple(src.shape[1:])}): "
-                    "other comes from a different configuration or audio length"
-                )
+        pairs = list(zip(_leaves(self), _leaves(other), strict=False))
+        if len(self.mag) != len(other.mag) or any(
+            dst.shape[1:] != src.shape[1:] for dst, src in pairs
+        ):
+            raise ValueError(
+                "feature shapes differ: other comes from a differently configured "
+                "PerceptualDistance or from audio of another length"
+            )
+        for dst, src in pairs:
             # Features computed under torch.inference_mode can only be written inside it.
-            with torch.inference_mode(dst.is_inference()):
+            with torch.inference_mode() if dst.is_inference() else contextlib.nullcontext():
                 dst[idx] = src.to(device=dst.device, dtype=dst.dtype)
         return self
 
@@ -235,12 +250,13 @@ class PerceptualDistance(nn.Module):
         self._shared = resolutions.index(front_end) if front_end in resolutions else None
 
     @property
-    def log_mel(self):
-        """The :class:`~synthmatch.rewards.features.LogMelSpectrogram` behind ``features``."""
+    def log_mel(self) -> LogMelSpectrogram:
+        """The log-mel front end; ``features(x).log_mel`` equals ``log_mel(x)``."""
         return self.mfcc_distance.mfcc.log_mel
 
     @property
     def descriptors(self) -> SpectralDescriptors:
+        """The centroid/loudness front end (same STFT as :attr:`log_mel`)."""
         return self.loudness_distance.descriptors
 
     def features(self, audio: Tensor) -> AudioFeatures:
@@ -323,7 +339,15 @@ class PerceptualDistance(nn.Module):
         return self._components(self._as_features(pred), self._as_features(target))
 
     def distance(self, pred: AudioFeatures, target: AudioFeatures) -> Tensor:
-        """Weighted distance between precomputed features; ``(B,)``."""
+        """Weighted distance between precomputed features.
+
+        Args:
+            pred: Features of the ``(B, T)`` prediction.
+            target: Features of the target (batch ``B`` or 1), typically cached per episode.
+
+        Returns:
+            ``(B,)`` distance, 0 for identical audio.
+        """
         weights = self.weights
         total = 0.0
         for name, value in self._components(pred, target).items():

@@ -76,6 +76,10 @@ class Synth(abc.ABC):
     name: str = "synth"
     differentiable: bool = False
     batched: bool = True
+    # On CPU, batches larger than this render in chunks of this many items: every item is
+    # independent, and chunks keep temporaries in cache and below the allocator's threshold
+    # for fresh (page-faulting) memory. ``None``: one call for any batch (and always on GPU).
+    cpu_chunk: int | None = None
 
     def __init__(self, params: ParamTable, probe: ProbeNote | None = None,
                  device: torch.device | str = "cpu"):
@@ -109,7 +113,11 @@ class Synth(abc.ABC):
             ValueError: wrong shape, NaN/inf or out-of-range values (naming the parameter).
         """
         u = self.params.validate(params.to(self.device))
-        audio = self._render(u)
+        chunk = self.cpu_chunk if self.device.type == "cpu" else None
+        if chunk is not None and u.shape[0] > chunk:
+            audio = torch.cat([self._render(part) for part in u.split(chunk)])
+        else:
+            audio = self._render(u)
         if audio.shape != (u.shape[0], self.num_samples):
             raise RuntimeError(
                 f"{type(self).__name__} rendered {tuple(audio.shape)}, "

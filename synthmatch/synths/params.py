@@ -133,6 +133,7 @@ class ParamTable(Sequence[ParamSpec]):
         if dupes:
             raise ValueError(f"duplicate parameter names: {dupes}")
         self._index = {n: i for i, n in enumerate(names)}
+        self._cache: dict[str, dict[str, Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self._specs)
@@ -178,12 +179,27 @@ class ParamTable(Sequence[ParamSpec]):
 
         Computed in float64: CPU kernels evaluate ``exp``/``pow`` with vector code for most of
         a buffer and scalar code for its tail, so in float32 an item's value could depend on
-        its position in the batch; in float64 both agree once rounded.
+        its position in the batch; in float64 both agree once rounded. All columns are
+        converted at once (a handful of ops, whatever ``P``): the per-spec
+        :meth:`ParamSpec.to_real` defines the maths, this is its vectorised form.
         """
         self._check_width(u)
+        c = self._constants(u.device)
         w = u.double()
-        cols = [s.to_real(w[..., j]) for j, s in enumerate(self._specs)]
-        return torch.stack(cols, -1).to(u.dtype)
+        linear = c["lo"] + c["span"] * w
+        log = c["lo_pos"] * torch.exp(w * c["log_ratio"])
+        d = 2.0 * w - 1.0
+        symmetric = c["lo"] + c["span"] * 0.5 * (
+            torch.sign(d) * d.abs().pow(c["inv_curve"]) + 1.0)
+        curve = c["lo"] + c["span"] * w.clamp_min(0).pow(c["inv_curve"])
+        out = torch.where(c["is_log"], log, linear)
+        out = torch.where(c["is_curve"], torch.where(c["symmetric"], symmetric, curve), out)
+        if c["choice_cols"].numel():
+            cols = c["choice_cols"]
+            idx = torch.round(w[:, cols] * c["choice_steps"]).long()
+            out[:, cols] = torch.gather(c["choice_values"].expand(w.shape[0], -1, -1), 2,
+                                        idx.unsqueeze(-1)).squeeze(-1)
+        return out.to(u.dtype)
 
     def to_normalized(self, x: Tensor) -> Tensor:
         """``(B, P)`` real units -> ``(B, P)`` normalised, in ``x``'s dtype."""
@@ -191,6 +207,35 @@ class ParamTable(Sequence[ParamSpec]):
         w = x.double()
         cols = [s.to_normalized(w[..., j]) for j, s in enumerate(self._specs)]
         return torch.stack(cols, -1).clamp(0.0, 1.0).to(x.dtype)
+
+    def _constants(self, device: torch.device) -> dict[str, Tensor]:
+        """Per-column constants of :meth:`to_real` as float64 tensors, cached per device."""
+        key = str(device)
+        if key not in self._cache:
+            specs = self._specs
+
+            def col(values, dtype=torch.float64) -> Tensor:
+                return torch.tensor(values, dtype=dtype, device=device)
+
+            choice_cols = [j for j, s in enumerate(specs) if s.choices is not None]
+            width = max([len(specs[j].choices) for j in choice_cols], default=1)
+            values = [list(specs[j].choices) + [specs[j].choices[-1]] *
+                      (width - len(specs[j].choices)) for j in choice_cols]
+            self._cache[key] = {
+                "lo": col([s.min for s in specs]),
+                "span": col([s.max - s.min for s in specs]),
+                "lo_pos": col([s.min if s.scale == "log" else 1.0 for s in specs]),
+                "log_ratio": col([math.log(s.max / s.min) if s.scale == "log" else 0.0
+                                  for s in specs]),
+                "inv_curve": col([1.0 / s.curve if s.scale == "curve" else 1.0 for s in specs]),
+                "is_log": col([s.scale == "log" for s in specs], torch.bool),
+                "is_curve": col([s.scale == "curve" for s in specs], torch.bool),
+                "symmetric": col([s.symmetric for s in specs], torch.bool),
+                "choice_cols": col(choice_cols, torch.long),
+                "choice_steps": col([len(specs[j].choices) - 1 for j in choice_cols]),
+                "choice_values": col(values).reshape(1, len(choice_cols), width),
+            }
+        return self._cache[key]
 
     def quantize(self, u: Tensor) -> Tensor:
         """Snap the columns of discrete parameters to their choices (normalised in and out)."""

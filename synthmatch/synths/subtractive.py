@@ -112,6 +112,7 @@ class SubtractiveSynth(Synth):
     name = "subtractive"
     differentiable = True
     batched = True
+    cpu_chunk = 32  # fastest of 16, 32 and whole batches on a 2-core CPU (docs/benchmarks.md)
 
     def __init__(self, probe: ProbeNote | None = None, device: torch.device | str = "cpu"):
         super().__init__(PARAMS, probe, device)
@@ -162,8 +163,8 @@ class SubtractiveSynth(Synth):
         filtered = self._filter(mix, col)
         amp = adsr(self._control_t, col["amp_attack_s"], col["amp_decay_s"], col["amp_sustain"],
                    col["amp_release_s"], p.note_duration_s)
-        gain = (p.gain * torch.pow(10.0, col["gain_db"] / 20.0)).float().unsqueeze(1)
-        audio = (filtered * to_audio_rate(amp.float(), p.num_samples) * gain).clamp(-1.0, 1.0)
+        amp = amp * (p.gain * torch.pow(10.0, col["gain_db"] / 20.0)).unsqueeze(1)
+        audio = (filtered * to_audio_rate(amp.float(), p.num_samples)).clamp_(-1.0, 1.0)
         return audio.index_copy(0, order, audio)
 
     def _oscillators(self, col: dict[str, Tensor], lfo: Tensor, norm: Tensor) -> Tensor:
@@ -187,8 +188,7 @@ class SubtractiveSynth(Synth):
         semis = col["lfo_to_pitch_semitones"].unsqueeze(1) * lfo
         rate = torch.exp2(semis / 12.0) * (f0 / p.sample_rate)  # (B, C) at control points
         ratios = torch.stack([torch.ones_like(osc2_ratio), osc2_ratio], 1).unsqueeze(2)
-        whole, local = self._integrate(rate.unsqueeze(1) * ratios)
-        base = torch.frac(local)  # (B, 2, S, hop): osc 1, osc 2
+        whole, local = self._integrate(rate.unsqueeze(1) * ratios)  # (B, 2, S), (B, 2, S, hop)
 
         # Highest frequency osc 1 reaches (widest voice, LFO at its peak): its tables stop below.
         highest = f0 * voice_ratio.max(1).values * torch.exp2(
@@ -198,19 +198,19 @@ class SubtractiveSynth(Synth):
 
         counts = torch.bincount(voices.view(-1).long(), minlength=MAX_UNISON + 1)
         first = torch.cumsum(counts, 0).tolist()  # rows [first[k]:] have more than k voices
-        span = base.shape[2] * base.shape[3]
+        span = local.shape[2] * local.shape[3]
         out = None
         for k in range(MAX_UNISON):
             lo = first[k]
             if lo >= b:
                 break
             rows = b - lo
-            detune = (voice_ratio[lo:, k] - 1.0).view(rows, 1, 1, 1)
-            # Voice k runs at 1 + d_k times its oscillator: phase = frac(cycles * (1 + d_k)),
-            # with cycles = whole + local, whole an integer per segment (float64) and local
-            # small (float32): only frac(d_k * whole) is needed from the large part.
-            offset = torch.frac(whole[lo:] * detune[..., 0] + VOICE_PHASE[k]).float()
-            grid = self._phase_grid(base[lo:], local[lo:], detune.float(), offset.unsqueeze(-1))
+            ratio = voice_ratio[lo:, k].view(rows, 1, 1)
+            # Voice k runs at r_k = 1 + d_k times its oscillator: phase = frac(r_k * cycles),
+            # cycles = whole + local with whole an integer per segment (float64) and local
+            # small (float32), so phase = frac(frac(d_k * whole) + r_k * local).
+            offset = torch.frac(whole[lo:] * (ratio - 1.0) + VOICE_PHASE[k]).float()
+            grid = self._phase_grid(local[lo:], ratio.float().unsqueeze(-1), offset.unsqueeze(-1))
             wave = F.grid_sample(tables[lo:].view(2 * rows, 1, 2, -1), grid,
                                  mode="bilinear", align_corners=True).view(rows, 2, span)
             weight = voice_weight[lo:, :, k : k + 1]
@@ -221,23 +221,23 @@ class SubtractiveSynth(Synth):
         return out[..., :n].sum(1)
 
     @staticmethod
-    def _phase_grid(base: Tensor, local: Tensor, detune: Tensor, offset: Tensor) -> Tensor:
-        """Grid for ``grid_sample``: ``(x, y)`` both the voice phase ``frac(base + detune *
-        local + offset)`` in ``[0, 1)``.
+    def _phase_grid(local: Tensor, ratio: Tensor, offset: Tensor) -> Tensor:
+        """Grid for ``grid_sample``: ``(x, y)`` both the voice phase
+        ``frac(offset + ratio * local)`` in ``[0, 1)``.
 
         The tables are images of two identical rows (see :meth:`_wavetables`), so y may be
         anything in range; reusing x keeps the grid a stride-0 view of one contiguous phase
         tensor instead of interleaved (x, y) pairs that every pass would write strided.
 
         Args:
-            base, local: ``(R, 2, S, hop)`` wrapped and in-segment phase of each oscillator.
-            detune: ``(R, 1, 1, 1)`` relative frequency offset of the voice.
-            offset: ``(R, 2, S, 1)`` per-segment phase offset of the voice.
+            local: ``(R, 2, S, hop)`` in-segment phase of each oscillator (cycles, unwrapped).
+            ratio: ``(R, 1, 1, 1)`` frequency of the voice relative to its oscillator.
+            offset: ``(R, 2, S, 1)`` phase of the voice at each segment start, wrapped.
 
         Returns:
             ``(2R, 1, S * hop, 2)``.
         """
-        ph = torch.frac(torch.addcmul(base, local, detune) + offset)
+        ph = torch.addcmul(offset, local, ratio).frac_()
         return ph.view(-1, 1, ph.shape[2] * ph.shape[3], 1).expand(-1, -1, -1, 2)
 
     def _integrate(self, rate: Tensor) -> tuple[Tensor, Tensor]:
@@ -307,5 +307,5 @@ class SubtractiveSynth(Synth):
         inv_q2 = q.reciprocal().square().float().view(-1, 1, 1)
         resonant = (1.0 - r2).square_().addcmul_(r2, inv_q2)
         response = torch.rsqrt(resonant * r2.square().add_(1.0))
-        spectra = stft_frames(audio, FILTER_HOP, self._window) * response
+        spectra = stft_frames(audio, FILTER_HOP, self._window).mul_(response)
         return overlap_add(spectra, FILTER_HOP, self._window, p.num_samples)
