@@ -21,13 +21,7 @@ from synthmatch.rewards import (
     stft_power,
 )
 from synthmatch.rewards.features import mel_band_edges
-
-SR = 16000
-
-
-def tone(freq_hz: float, amplitude: float = 1.0, num_samples: int = SR) -> torch.Tensor:
-    t = torch.arange(num_samples, dtype=torch.float64) / SR
-    return (amplitude * torch.sin(2 * math.pi * freq_hz * t)).float()[None]
+from tests.rewards.signals import SR, tone
 
 
 def test_stft_power_equals_squared_stft_magnitude():
@@ -108,14 +102,14 @@ def test_full_scale_sine_reads_about_0_db_in_its_band():
     mel = LogMelSpectrogram(SR)
     edges = mel_band_edges(64, 20.0, SR / 2)
     for band in (5, 15, 20):  # centres below 1 kHz: the narrowest, unit-gain bands
-        reading = mel(tone(edges[band + 1]))[0, :, 5:-5]
+        reading = mel(tone(edges[band + 1], amplitude=1.0))[0, :, 5:-5]
         assert reading.argmax(dim=0).eq(band).all()
         assert reading[band].mean().item() == pytest.approx(1.0, abs=0.6)
     # Above 1 kHz the Slaney area normalisation lowers the reading by the band-width ratio.
     band = 45
     widths = edges[2:] - edges[:-2]
     expected = 10 * math.log10(widths.min() / widths[band])
-    reading = mel(tone(edges[band + 1]))[0, band, 5:-5].mean().item()
+    reading = mel(tone(edges[band + 1], amplitude=1.0))[0, band, 5:-5].mean().item()
     assert reading == pytest.approx(expected + 1.0, abs=0.7)
 
 
@@ -147,9 +141,9 @@ def test_a_weighting_reference_values():
 
 def test_descriptors_of_a_sine():
     desc = SpectralDescriptors(SR)
-    centroid, loudness = desc(tone(440.0))
+    centroid, loudness = desc(tone(440.0, amplitude=1.0))
     assert centroid[0, 2:-2].mean().item() == pytest.approx(440.0, rel=0.01)
-    _, loudness_1k = desc(tone(1000.0))
+    _, loudness_1k = desc(tone(1000.0, amplitude=1.0))
     # A full-scale 1 kHz sine: mean square 1/2, A-weighting 0 dB.
     assert loudness_1k[0, 2:-2].mean().item() == pytest.approx(-3.01, abs=0.05)
     silent_centroid, silent_loudness = desc(torch.zeros(1, SR))

@@ -8,13 +8,7 @@ import pytest
 import torch
 
 from synthmatch.rewards import Penalties, degenerate_penalty, signal_stats
-
-SR = 16000
-
-
-def tone(freq_hz: float = 440.0, amplitude: float = 0.5) -> torch.Tensor:
-    t = torch.arange(SR, dtype=torch.float64) / SR
-    return (amplitude * torch.sin(2 * math.pi * freq_hz * t)).float()[None]
+from tests.rewards.signals import SR, tone
 
 
 def test_signal_stats_of_a_sine():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -13,27 +11,13 @@ from synthmatch.rewards import (
     MultiResolutionSTFTDistance,
     PerceptualDistance,
 )
+from tests.rewards.signals import SR, synth_like, tone
 
-SR = 16000
 TERMS = ("stft", "mfcc", "centroid", "loudness", "dc", "clipping", "silence")
 
 
-def tone(freq_hz: float, amplitude: float = 0.5) -> torch.Tensor:
-    t = torch.arange(SR, dtype=torch.float64) / SR
-    return (amplitude * torch.sin(2 * math.pi * freq_hz * t)).float()[None]
 
 
-def synth_like(batch: int, seed: int) -> torch.Tensor:
-    """Decaying harmonic tones with random pitch, brightness and level."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(SR) / SR
-    f0 = 110.0 * 2 ** (3 * torch.rand(batch, 1, generator=g))
-    bright = 0.3 + torch.rand(batch, 1, generator=g)
-    level = 10 ** (-30 * torch.rand(batch, 1, generator=g) / 20)
-    out = torch.zeros(batch, SR)
-    for k in range(1, 9):
-        out += torch.sin(2 * math.pi * k * f0 * t) * bright**k
-    return 0.3 * level * out * torch.exp(-3 * t)
 
 
 @pytest.fixture(scope="module")
