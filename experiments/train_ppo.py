@@ -1,27 +1,24 @@
-"""Train Stable-Baselines3 PPO on a synthmatch environment through the native vector env.
+"""Train Stable-Baselines3 PPO on a synthmatch env through the native batched vector env.
 
-All envs are stepped as one torch batch (``--device cuda`` puts envs and policy on the GPU).
-TensorBoard logs go to ``runs/<run_name>``; the trained policy to ``runs/<run_name>/model.zip``.
+All envs of a run are rendered and scored as one torch batch (``--device cuda`` puts envs and
+policy on the GPU). The policy reads the target and current spectrograms with a small CNN
+(``SpectrogramExtractor``). Everything lands in ``runs/<run_name>/``: TensorBoard events,
+``checkpoints/latest.zip``, ``model.zip`` and ``eval.json`` (held-out evaluation).
 
     python experiments/train_ppo.py --help
-    python experiments/train_ppo.py --env-id SynthMatch-Easy-v0 --total-timesteps 50000
+    python experiments/train_ppo.py --env-id SynthMatch-v0 --total-timesteps 200000
+    python experiments/train_ppo.py --resume runs/<run_name>/checkpoints/latest.zip
     tensorboard --logdir runs
 """
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
-import torch
 import tyro
-from stable_baselines3 import PPO
-from stable_baselines3.common.vec_env import VecMonitor
 
 import synthmatch  # noqa: F401  (registers the ids)
-from synthmatch.envs import make_sb3_vec_env
+from synthmatch.agents.training import RunSettings, train
 
 
 @dataclass
@@ -29,57 +26,47 @@ class Args:
     env_id: str = "SynthMatch-Easy-v0"
     """registered environment id (see README for the list)"""
     total_timesteps: int = 8192
-    """environment steps to train for (summed over all envs)"""
+    """environment steps to train for, summed over envs (a resumed run continues to this)"""
     num_envs: int = 16
-    """parallel episodes, rendered as one batch"""
+    """parallel episodes, rendered as one batch (16 suits a 2-core CPU)"""
     seed: int = 0
-    """seed for the envs, the policy and torch"""
+    """seed of the envs (env i gets seed + i), the policy and torch"""
     device: str = "cpu"
-    """device for envs and policy: cpu or cuda"""
+    """device of envs and policy: cpu or cuda"""
+    run_name: str | None = None
+    """run directory name under log-dir (default: env id, algorithm, seed and time)"""
+    log_dir: str = "runs"
+    """parent directory of the runs"""
+    checkpoint_every: int = 4096
+    """steps between checkpoints (one is also written at the end and on Ctrl-C)"""
+    media_every: int = 4096
+    """steps between audio clips and spectrogram pictures in TensorBoard"""
+    eval_targets: int = 64
+    """held-out targets for the evaluation at the end"""
+    resume: str | None = None
+    """checkpoint to continue from (its run directory and step counter are kept)"""
+    features_dim: int = 256
+    """size of the spectrogram extractor's output"""
     n_steps: int = 64
     """steps per env between PPO updates"""
     batch_size: int = 256
     """PPO minibatch size"""
+    n_epochs: int = 10
+    """PPO epochs per update"""
     learning_rate: float = 3e-4
     """Adam learning rate"""
-    run_name: str | None = None
-    """name of the run directory under runs/ (default: env-id, seed and time)"""
-    log_dir: str = "runs"
-    """parent directory of TensorBoard runs"""
+    gamma: float = 0.99
+    """discount factor"""
+    ent_coef: float = 0.0
+    """entropy bonus"""
 
 
 def main(args: Args) -> None:
-    run_name = args.run_name or f"{args.env_id}__ppo__{args.seed}__{int(time.time())}"
-
-    # Seeding: numpy and torch globals, env i with seed + i, SB3's own generators.
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-
-    vec_env = VecMonitor(make_sb3_vec_env(args.env_id, num_envs=args.num_envs, seed=args.seed,
-                                          device=args.device))
-    model = PPO("MultiInputPolicy", vec_env, n_steps=args.n_steps, batch_size=args.batch_size,
-                learning_rate=args.learning_rate, seed=args.seed, device=args.device,
-                tensorboard_log=args.log_dir, verbose=0)
-    model.set_logger(_logger(args, run_name))
-    model.learn(total_timesteps=args.total_timesteps, progress_bar=True)
-    path = f"{args.log_dir}/{run_name}/model.zip"
-    model.save(path)
-    print(f"TensorBoard logs: {args.log_dir}/{run_name}   (tensorboard --logdir {args.log_dir})")
-    print(f"Policy: {path}")
-
-
-def _logger(args: Args, run_name: str):
-    """An SB3 logger writing TensorBoard events to runs/<run_name>, hyper-parameters as text."""
-    from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
-
-    logger = configure(f"{args.log_dir}/{run_name}", ["tensorboard"])
-    for fmt in logger.output_formats:
-        if isinstance(fmt, TensorBoardOutputFormat):
-            table = "|param|value|\n|-|-|\n" + "\n".join(
-                f"|{k}|{v}|" for k, v in asdict(args).items())
-            fmt.writer.add_text("hyperparameters", table)
-            fmt.writer.add_text("args_json", json.dumps(asdict(args)))
-    return logger
+    run = RunSettings(**{k: v for k, v in asdict(args).items()
+                         if k in RunSettings.__dataclass_fields__})
+    ppo = dict(n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
+               learning_rate=args.learning_rate, gamma=args.gamma, ent_coef=args.ent_coef)
+    train("ppo", run, ppo, asdict(args))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,249 @@
+"""Training runs shared by experiments/train_ppo.py and train_sac.py: logging, checkpoints, resume.
+
+A run lives in ``runs/<run_name>/``: TensorBoard events, ``config.json`` (how it was made),
+``checkpoints/latest.zip`` (policy and optimiser, written atomically every
+``checkpoint_every`` steps and at the end), ``model.zip`` (the final policy) and ``eval.json``
+(the held-out evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
+
+from synthmatch.agents.evaluation import HELD_OUT_SEED, evaluate
+from synthmatch.agents.extractor import SpectrogramExtractor
+from synthmatch.envs import SB3VecEnv, make_sb3_vec_env
+from synthmatch.envs.core import SynthMatchCore
+from synthmatch.envs.drawing import side_by_side
+
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
+
+
+@dataclass
+class RunSettings:
+    """What every training script shares (each script adds its algorithm's settings)."""
+
+    env_id: str
+    total_timesteps: int
+    num_envs: int
+    seed: int
+    device: str
+    run_name: str | None
+    log_dir: str
+    checkpoint_every: int
+    media_every: int
+    eval_targets: int
+    resume: str | None
+    features_dim: int
+
+
+def core_of(env: VecEnv) -> SynthMatchCore:
+    """The batched core under SB3 wrappers (VecMonitor...)."""
+    while isinstance(env, VecEnvWrapper):
+        env = env.venv
+    if not isinstance(env, SB3VecEnv):
+        raise TypeError(f"expected a synthmatch SB3VecEnv under the wrappers, got {type(env)}")
+    return env.core
+
+
+def tensorboard_writer(model: BaseAlgorithm):
+    """The SummaryWriter behind the model's SB3 logger (SB3 has no audio type of its own)."""
+    for fmt in model.logger.output_formats:
+        if isinstance(fmt, TensorBoardOutputFormat):
+            return fmt.writer
+    raise RuntimeError("the model's logger has no TensorBoard output")
+
+
+def save_atomic(model: BaseAlgorithm, path: Path) -> Path:
+    """Save ``model`` to ``path`` (a .zip) through a temporary file and a rename, so a crash
+    or Ctrl-C mid-write leaves the previous file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.zip")
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class EpisodeMetrics(BaseCallback):
+    """Logs finished episodes (return, final and best distance, success, param MAE, length)
+    and env throughput under ``episode/`` and ``time/``."""
+
+    def __init__(self):
+        super().__init__()
+        self._clock = (0, 0.0)
+
+    def _on_training_start(self) -> None:
+        self._clock = (self.num_timesteps, time.perf_counter())
+
+    def _on_step(self) -> bool:
+        for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
+            if not done:
+                continue
+            if "episode" in info:
+                self.logger.record_mean("episode/return", info["episode"]["r"])
+                self.logger.record_mean("episode/length", info["episode"]["l"])
+            self.logger.record_mean("episode/final_distance", info["distance"])
+            self.logger.record_mean("episode/best_distance", info["best_distance"])
+            self.logger.record_mean("episode/success_rate", float(info["is_success"]))
+            if "param_mae" in info:
+                self.logger.record_mean("episode/param_mae", info["param_mae"])
+        return True
+
+    def _on_rollout_end(self) -> None:
+        steps, start = self._clock
+        now = time.perf_counter()
+        if self.num_timesteps > steps and now > start:
+            self.logger.record("time/env_steps_per_second",
+                               (self.num_timesteps - steps) / (now - start))
+        self._clock = (self.num_timesteps, now)
+
+
+class MediaLogger(BaseCallback):
+    """Every ``every`` steps: target and current audio of a few envs (``add_audio``) and their
+    spectrograms side by side (``add_image``)."""
+
+    def __init__(self, every: int, clips: int = 2):
+        super().__init__()
+        self.every, self.clips, self._next = every, clips, every
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.every
+            self.log_media()
+        return True
+
+    def log_media(self) -> None:
+        core = core_of(self.training_env)
+        writer = tensorboard_writer(self.model)
+        k = min(self.clips, core.num_envs)
+        with torch.no_grad():
+            current = core.synth.render(core.params[:k]).cpu()
+        obs = core.observation()
+        for i in range(k):
+            step, rate = self.num_timesteps, core.synth.sample_rate
+            writer.add_audio(f"media/env{i}_target", core.target_audio[i:i + 1].cpu(), step,
+                             sample_rate=rate)
+            writer.add_audio(f"media/env{i}_current", current[i:i + 1], step, sample_rate=rate)
+            picture = side_by_side(obs["target_mel"][i].cpu().numpy(),
+                                   obs["current_mel"][i].cpu().numpy())
+            writer.add_image(f"media/env{i}_target_vs_current", picture, step,
+                             dataformats="HWC")
+
+
+class Checkpointer(BaseCallback):
+    """Writes ``checkpoints/latest.zip`` atomically every ``every`` steps."""
+
+    def __init__(self, path: Path, every: int):
+        super().__init__()
+        self.path, self.every, self._next = path, every, every
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.every
+            save_atomic(self.model, self.path)
+        return True
+
+
+def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any],
+          hyperparameters: dict[str, Any]) -> Path:
+    """Train (or resume) a run and evaluate it; returns the run directory.
+
+    Args:
+        algo: ``"ppo"`` or ``"sac"``.
+        run: Shared settings.
+        algo_kwargs: Keyword arguments of the SB3 algorithm (n_steps, learning_rate...).
+        hyperparameters: Everything the script was given, logged as text and to config.json.
+    """
+    if run.resume:
+        checkpoint = Path(run.resume)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
+        run_dir = checkpoint.parent.parent
+    else:
+        name = run.run_name or f"{run.env_id}__{algo}__{run.seed}__{int(time.time())}"
+        run_dir = Path(run.log_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    latest = run_dir / "checkpoints" / "latest.zip"
+
+    # Seeding: numpy and torch globals, env i with seed + i, SB3's own generators.
+    np.random.seed(run.seed)
+    torch.manual_seed(run.seed)
+
+    env = VecMonitor(make_sb3_vec_env(run.env_id, num_envs=run.num_envs, seed=run.seed,
+                                      device=run.device))
+    algorithm = ALGORITHMS[algo]
+    if run.resume:
+        model = algorithm.load(run.resume, env=env, device=run.device)
+    else:
+        policy_kwargs = dict(features_extractor_class=SpectrogramExtractor,
+                             features_extractor_kwargs=dict(features_dim=run.features_dim))
+        model = algorithm("MultiInputPolicy", env, seed=run.seed, device=run.device,
+                          policy_kwargs=policy_kwargs, verbose=0, **algo_kwargs)
+        write_json_atomic(run_dir / "config.json", {"algo": algo, **hyperparameters})
+    model.set_logger(configure(str(run_dir), ["tensorboard"]))
+    table = "|setting|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|"
+                                                  for k, v in hyperparameters.items())
+    tensorboard_writer(model).add_text("hyperparameters", table, model.num_timesteps)
+
+    callbacks = CallbackList([EpisodeMetrics(), MediaLogger(run.media_every),
+                              Checkpointer(latest, run.checkpoint_every)])
+    remaining = run.total_timesteps - model.num_timesteps
+    try:
+        if remaining > 0:
+            model.learn(remaining, callback=callbacks, reset_num_timesteps=not run.resume,
+                        progress_bar=True)
+    except KeyboardInterrupt:
+        save_atomic(model, latest)
+        print(f"\nInterrupted at step {model.num_timesteps}; resume with "
+              f"--resume {latest}")
+        raise
+    save_atomic(model, latest)
+    save_atomic(model, run_dir / "model.zip")
+
+    summary = evaluate_model(model, run.env_id, run.eval_targets, run.device)
+    write_json_atomic(run_dir / "eval.json", summary)
+    print(f"TensorBoard logs: {run_dir}   (tensorboard --logdir {run.log_dir})")
+    print(f"Checkpoint: {latest}   Final policy: {run_dir / 'model.zip'}")
+    print(f"Evaluation on {summary['num_targets']} held-out targets: {run_dir / 'eval.json'} "
+          f"(median distance {summary['median_initial_distance']:.3f} at the start, "
+          f"{summary['median_final_distance']:.3f} at the end)")
+    return run_dir
+
+
+def evaluate_model(model: BaseAlgorithm, env_id: str, num_targets: int, device: str,
+                   seed: int = HELD_OUT_SEED) -> dict[str, Any]:
+    """Deterministic evaluation of ``model`` on ``num_targets`` held-out targets."""
+    import gymnasium as gym
+
+    venv = gym.make_vec(env_id, num_envs=num_targets, device=device)
+    core = venv.unwrapped.core
+    steps = gym.spec(env_id).max_episode_steps or 50
+    results = evaluate(core, lambda obs: model.predict(obs, deterministic=True)[0],
+                       max_steps=steps, seed=seed)
+    return {"env_id": env_id, "seed": seed, "steps": model.num_timesteps,
+            **results.summary()}
