@@ -3,13 +3,15 @@
 A run lives in ``runs/<run_name>/``: TensorBoard events, ``config.json`` (how it was made),
 ``checkpoints/latest.zip`` (policy and optimiser, written atomically every
 ``checkpoint_every`` steps and at the end), ``model.zip`` (the final policy) and ``eval.json``
-(the held-out evaluation).
+(the held-out evaluation). No VecNormalize is used (observations are bounded, rewards are
+relative improvements), so policy and optimiser are all a checkpoint needs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,9 +221,9 @@ def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any],
                         progress_bar=True)
     except KeyboardInterrupt:
         save_atomic(model, latest)
-        print(f"\nInterrupted at step {model.num_timesteps}; resume with "
-              f"--resume {latest}")
-        raise
+        print(f"\nInterrupted at step {model.num_timesteps}; checkpoint saved, resume with "
+              f"--resume {latest}", file=sys.stderr)
+        raise SystemExit(130) from None
     save_atomic(model, latest)
     save_atomic(model, run_dir / "model.zip")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,33 @@ def test_sac_trains_and_evaluates(tmp_path):
     summary = json.loads((logs / "sac" / "eval.json").read_text())
     assert summary["steps"] == 160
     assert json.loads((logs / "sac" / "config.json").read_text())["algo"] == "sac"
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_readable_checkpoint(tmp_path):
+    from stable_baselines3 import PPO
+
+    run = tmp_path / "runs" / "interrupted"
+    latest = run / "checkpoints" / "latest.zip"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "experiments/train_ppo.py"), "--total-timesteps", "100000",
+         "--n-steps", "16", "--batch-size", "64", "--n-epochs", "1", "--log-dir",
+         str(tmp_path / "runs"), "--run-name", "interrupted", *TINY],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not latest.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert latest.exists(), "no checkpoint was written"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert "resume with --resume" in err
+    model = PPO.load(latest, device="cpu")
+    assert model.num_timesteps >= 128
+    assert not list(latest.parent.glob(".*tmp*"))
 
 
 def test_scripts_have_help():
