@@ -44,7 +44,9 @@ class SynthMatchCore:
     Args:
         num_envs: Number of parallel episodes.
         synth: A :class:`Synth` or a registry name (``"subtractive"``, ``"fm"``,
-            ``"torchsynth"``).
+            ``"torchsynth"``, ``"vst3"``, ``"vital"``).
+        synth_kwargs: Constructor arguments of a synth given by name (``plugin_path`` and
+            ``parameters`` for ``"vst3"``...).
         free_params: Names of the parameters the agent controls; the rest stay at
             ``frozen`` values or their defaults. ``None``: all.
         frozen: Normalised values of non-free parameters, by name.
@@ -69,6 +71,7 @@ class SynthMatchCore:
         num_envs: int,
         synth: Synth | str = "subtractive",
         *,
+        synth_kwargs: Mapping | None = None,
         free_params: Sequence[str] | None = None,
         frozen: Mapping[str, float] | None = None,
         probe: ProbeNote | None = None,
@@ -93,9 +96,10 @@ class SynthMatchCore:
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
         self.device = torch.device(device)
         if isinstance(synth, str):
-            synth = make_synth(synth, probe=probe, device=self.device)
-        elif probe is not None:
-            raise ValueError("give `probe` only with a synth name; a Synth has its own probe")
+            synth = make_synth(synth, probe=probe, device=self.device, **dict(synth_kwargs or {}))
+        elif probe is not None or synth_kwargs:
+            raise ValueError("give `probe` and `synth_kwargs` only with a synth name; a Synth "
+                             "instance is already configured")
         else:
             synth.to(self.device)
         if free_params is not None or frozen:
