@@ -32,5 +32,7 @@ def test_readme_lists_every_registered_id_with_its_size():
             if line.startswith("| `SynthMatch")}
     assert sorted(rows) == sorted(env_ids())
     for env_id, size in rows.items():
+        if env_id not in env_ids(external=False):
+            continue  # its size depends on the plugin or the chosen controls
         params = gym.make(env_id, disable_env_checker=True).action_space.shape[0]
         assert size.split()[0] == str(params), env_id

@@ -4,6 +4,10 @@ Ids: ``SynthMatch-v0`` (the subtractive synth, all parameters free) with ``-Easy
 salient parameters) and ``-Medium`` (about half) variants, and the same three per backend:
 ``SynthMatch-{Subtractive,FM,TorchSynth}[-Easy|-Medium]-v0``. Parameters that are not free
 stay at the synth's default preset.
+
+Real synthesizers need something from outside the package: ``SynthMatch-VST-v0`` a VST3
+instrument (``synth_kwargs={"plugin_path": ..., "parameters": [...]}``), ``SynthMatch-Vital-v0``
+the ``vita`` package (``pip install "synthmatch[vital]"``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ TASKS: dict[str, tuple[str, dict[str, tuple[str, ...] | None]]] = {
                                   "": None}),
 }
 DEFAULT_BACKEND = "Subtractive"
+# id -> registry synth name, for backends that need a plugin file or an optional extra.
+EXTERNAL: dict[str, str] = {"SynthMatch-Vital-v0": "vital"}
 
 
 def _env_id(backend: str | None, difficulty: str) -> str:
@@ -53,10 +59,12 @@ def _env_id(backend: str | None, difficulty: str) -> str:
     return "-".join(p for p in parts if p)
 
 
-def env_ids() -> list[str]:
-    """All registered ids, default synth first."""
+def env_ids(external: bool = True) -> list[str]:
+    """All registered ids, default synth first; ``external=False`` leaves out those that need
+    a plugin file or an optional extra (:data:`EXTERNAL`)."""
     ids = [_env_id(None, d) for d in TASKS[DEFAULT_BACKEND][1]]
-    return ids + [_env_id(b, d) for b, (_, levels) in TASKS.items() for d in levels]
+    ids += [_env_id(b, d) for b, (_, levels) in TASKS.items() for d in levels]
+    return ids + list(EXTERNAL) if external else ids
 
 
 def register_all() -> None:
@@ -73,3 +81,8 @@ def register_all() -> None:
                 gym.register(id=env_id, entry_point=ENTRY_POINT,
                              vector_entry_point=VECTOR_ENTRY_POINT,
                              max_episode_steps=MAX_EPISODE_STEPS, kwargs=dict(kwargs))
+    for env_id, synth in EXTERNAL.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=ENTRY_POINT,
+                         vector_entry_point=VECTOR_ENTRY_POINT,
+                         max_episode_steps=MAX_EPISODE_STEPS, kwargs={"synth": synth})

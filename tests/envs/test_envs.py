@@ -21,7 +21,7 @@ from synthmatch.envs import (
 )
 from tests.conftest import cuda
 
-ALL_IDS = env_ids()
+ALL_IDS = env_ids(external=False)  # VST and Vital: tests/envs/test_external_envs.py
 
 
 def test_registry_lists_every_backend_and_difficulty():
