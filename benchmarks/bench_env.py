@@ -108,6 +108,48 @@ def raw_voice(n: int, device: str) -> Callable[[], object]:
     return voice.output
 
 
+def bench_parallel(batch: int, rounds: int, workers: list[int], plugin: str | None) -> list[dict]:
+    """Renders/s of the real-synth backends with 1 and N workers (threads for Vital, processes
+    for VST3), on the same batch, in interleaved rounds. Backends that are not installed (or
+    no plugin given) are skipped with a note."""
+    from synthmatch.synths import make_synth
+
+    makers = {}
+    try:
+        import vita  # noqa: F401
+
+        for n in workers:
+            makers[f"vital ({n} thread{'s' * (n > 1)})"] = lambda n=n: make_synth(
+                "vital", threads=n)
+    except ImportError:
+        print("vital: skipped (pip install 'synthmatch[vital]')")
+    if plugin:
+        for n in workers:
+            makers[f"vst3 {os.path.basename(plugin)} ({n} worker{'s' * (n > 1)})"] = (
+                lambda n=n: make_synth("vst3", plugin_path=plugin, workers=n))
+    else:
+        print("vst3: skipped (give --plugin PATH, e.g. from scripts/build_test_plugins.sh)")
+    cases = {}
+    for name, make in makers.items():
+        synth = make()
+        params = synth.params.sample(batch, torch.Generator().manual_seed(1))
+        render = timer(lambda s=synth, p=params: s.render(p), "cpu")
+        render()
+        cases[name] = (synth, render)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, (_, render) in cases.items():
+            times[name].append(render())
+    rows = []
+    for name, (synth, _) in cases.items():
+        median = statistics.median(times[name])
+        rows.append({"backend": name, "num_envs": batch, "render_ms": 1e3 * median,
+                     "renders_per_s": batch / median})
+        if hasattr(synth, "close"):
+            synth.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 16, 64, 256],
@@ -118,6 +160,13 @@ def main() -> None:
                         help="devices to measure (default: cpu, plus cuda when available)")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--real", action="store_true",
+                        help="also measure the real-synth backends (Vital, VST3) with 1 and "
+                        "N workers")
+    parser.add_argument("--plugin", default=None, help="VST3 instrument for --real")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="worker counts for --real")
+    parser.add_argument("--real-batch", type=int, default=16, help="batch size for --real")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,6 +176,14 @@ def main() -> None:
     print(f"Machine: {machine()}")
     print("Probe: MIDI 60, 1 s at 16 kHz; random presets; medians of "
           f"{args.rounds} interleaved rounds.\n")
+    if args.real:
+        rows = bench_parallel(args.real_batch, args.rounds, args.workers, args.plugin)
+        print("| backend (cpu) | batch | render ms | renders/s |")
+        print("|---|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['backend']} | {r['num_envs']} | {r['render_ms']:.1f} | "
+                  f"{r['renders_per_s']:.1f} |")
+        print()
     print("| device | backend | num_envs | render ms | renders/s | env step ms | env steps/s "
           "| step / render |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
