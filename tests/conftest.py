@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +25,22 @@ def band_energy(audio: torch.Tensor, sample_rate: int, lo: float, hi: float) -> 
     spectrum = np.abs(np.fft.rfft(x)) ** 2
     f = np.fft.rfftfreq(len(x), 1.0 / sample_rate)
     return float(spectrum[(f >= lo) & (f < hi)].sum())
+
+
+def plugin_path(name: str) -> Path:
+    """The test VST3 plugin ``name`` built by scripts/build_test_plugins.sh.
+
+    Missing: fails in CI (which must build it first), skips elsewhere with the build command.
+    """
+    root = Path(os.environ.get("SYNTHMATCH_PLUGIN_DIR",
+                               Path.home() / ".cache" / "synthmatch" / "plugins"))
+    path = root / f"{name}.vst3"
+    if not path.exists():
+        message = f"test plugin {path} is missing; build it with scripts/build_test_plugins.sh"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI must run the build script before the tests)")
+        pytest.skip(message)
+    return path
 
 
 @pytest.fixture(autouse=True)

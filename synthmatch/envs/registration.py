@@ -51,7 +51,7 @@ TASKS: dict[str, tuple[str, dict[str, tuple[str, ...] | None]]] = {
 }
 DEFAULT_BACKEND = "Subtractive"
 # id -> registry synth name, for backends that need a plugin file or an optional extra.
-EXTERNAL: dict[str, str] = {"SynthMatch-Vital-v0": "vital"}
+EXTERNAL: dict[str, str] = {"SynthMatch-VST-v0": "vst3", "SynthMatch-Vital-v0": "vital"}
 
 
 def _env_id(backend: str | None, difficulty: str) -> str:

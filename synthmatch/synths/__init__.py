@@ -17,6 +17,7 @@ BACKENDS: dict[str, str] = {
     "subtractive": "synthmatch.synths.subtractive:SubtractiveSynth",
     "fm": "synthmatch.synths.fm:FMSynth",
     "torchsynth": "synthmatch.synths.torchsynth_voice:TorchSynthVoice",
+    "vst3": "synthmatch.synths.vst3:VST3Synth",
     "vital": "synthmatch.synths.vital:VitalSynth",
 }
 

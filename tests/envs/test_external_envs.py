@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import synthmatch  # noqa: F401  (registers the ids)
+from tests.conftest import plugin_path
 
 VITAL_CONTROLS = ["osc_1_wave_frame", "filter_1_cutoff_hz", "env_1_decay_s"]
 
@@ -31,3 +32,20 @@ def test_vital_env_passes_both_checkers_and_steps_as_a_batch():
     assert obs["params"].shape == (2, 3) and (info["distance"] > 0).all()
     _, reward, *_ = venv.step(np.zeros((2, 3), dtype=np.float32))
     np.testing.assert_allclose(reward, 0.0, atol=1e-6)  # no change, no improvement
+
+
+@pytest.mark.vst
+def test_vst_env_passes_both_checkers_with_a_real_instrument():
+    kwargs = {"synth_kwargs": {"plugin_path": str(plugin_path("Nekobi")),
+                               "parameters": ["cutoff*", "decay*", "waveform"]}}
+    check_both("SynthMatch-VST-v0", **kwargs)
+    venv = gym.make_vec("SynthMatch-VST-v0", num_envs=2, **kwargs)
+    obs, _ = venv.reset(seed=0)
+    assert venv.unwrapped.param_names == ("waveform", "cutoff_pct", "decay_pct")
+    _, reward, *_ = venv.step(np.zeros((2, 3), dtype=np.float32))
+    np.testing.assert_allclose(reward, 0.0, atol=1e-6)
+
+
+def test_vst_env_without_a_plugin_path_says_how_to_give_one():
+    with pytest.raises(TypeError, match="plugin_path=.*synth_kwargs"):
+        gym.make("SynthMatch-VST-v0")
