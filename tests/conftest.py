@@ -43,6 +43,21 @@ def plugin_path(name: str) -> Path:
     return path
 
 
+def preset(synth, batch_size: int = 1, **real: float) -> torch.Tensor:
+    """Normalised ``(B, P)`` batch: the synth's defaults with some parameters in real units."""
+    u = synth.params.defaults(batch_size)
+    for name, value in real.items():
+        x = torch.tensor(value, dtype=torch.float64)
+        u[:, synth.params.index(name)] = synth.params[name].to_normalized(x)
+    return u
+
+
+def spectrum(audio: torch.Tensor) -> torch.Tensor:
+    """Magnitude spectrum of ``(T,)`` audio through a Hann window (bin = sr / T Hz)."""
+    window = torch.hann_window(audio.shape[-1], periodic=False, dtype=torch.float64)
+    return torch.fft.rfft(audio.double() * window).abs()
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     # Tests run in parallel on small CI machines; one thread each avoids oversubscription.

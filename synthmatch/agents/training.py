@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +36,34 @@ ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
 
 @dataclass
 class RunSettings:
-    """What every training script shares (each script adds its algorithm's settings)."""
+    """Settings every training script shares; each script's ``Args`` extends this with its
+    algorithm's settings (tyro turns the field docstrings into ``--help``)."""
 
-    env_id: str
-    total_timesteps: int
-    num_envs: int
-    seed: int
-    device: str
-    run_name: str | None
-    log_dir: str
-    checkpoint_every: int
-    media_every: int
-    eval_targets: int
-    resume: str | None
-    features_dim: int
+    env_id: str = "SynthMatch-Easy-v0"
+    """registered environment id (see README for the list)"""
+    total_timesteps: int = 60_000
+    """environment steps to train for, summed over envs (a resumed run continues to this);
+    the PPO default takes about 4 minutes on a 2-core CPU"""
+    num_envs: int = 16
+    """parallel episodes, rendered as one batch (16 suits a 2-core CPU)"""
+    seed: int = 0
+    """seed of the envs (env i gets seed + i), the policy and torch"""
+    device: str = "cpu"
+    """device of envs and policy: cpu or cuda"""
+    run_name: str | None = None
+    """run directory name under log-dir (default: env id, algorithm, seed and time)"""
+    log_dir: str = "runs"
+    """parent directory of the runs"""
+    checkpoint_every: int = 4096
+    """steps between checkpoints (one is also written at the end and on Ctrl-C)"""
+    media_every: int = 4096
+    """steps between audio clips and spectrogram pictures in TensorBoard"""
+    eval_targets: int = 64
+    """held-out targets for the evaluation at the end"""
+    resume: str | None = None
+    """checkpoint to continue from (its run directory and step counter are kept)"""
+    features_dim: int = 256
+    """size of the spectrogram extractor's output"""
 
 
 def core_of(env: VecEnv) -> SynthMatchCore:
@@ -171,16 +185,16 @@ class Checkpointer(BaseCallback):
         return True
 
 
-def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any],
-          hyperparameters: dict[str, Any]) -> Path:
+def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any]) -> Path:
     """Train (or resume) a run and evaluate it; returns the run directory.
 
     Args:
         algo: ``"ppo"`` or ``"sac"``.
-        run: Shared settings.
+        run: The script's arguments (shared settings plus its own, all logged as text and to
+            config.json).
         algo_kwargs: Keyword arguments of the SB3 algorithm (n_steps, learning_rate...).
-        hyperparameters: Everything the script was given, logged as text and to config.json.
     """
+    hyperparameters = asdict(run)
     if run.resume:
         checkpoint = Path(run.resume)
         if not checkpoint.is_file():

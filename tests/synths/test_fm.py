@@ -10,22 +10,7 @@ from scipy.special import jv
 
 from synthmatch.synths import FrozenSynth, ProbeNote, make_synth
 from synthmatch.synths.fm import FM_PARAMS, FMSynth
-
-
-def preset(synth: FMSynth, batch_size: int = 1, **real: float) -> torch.Tensor:
-    """Normalised ``(B, P)`` batch: the defaults with some parameters given in real units."""
-    u = synth.params.defaults(batch_size)
-    for name, value in real.items():
-        x = torch.tensor(value, dtype=torch.float64)
-        u[:, synth.params.index(name)] = synth.params[name].to_normalized(x)
-    return u
-
-
-def spectrum(audio: torch.Tensor) -> torch.Tensor:
-    """Magnitude spectrum of ``(T,)`` audio through a Hann window (bin = sr / T Hz)."""
-    window = torch.hann_window(audio.shape[-1], periodic=False, dtype=torch.float64)
-    return torch.fft.rfft(audio.double() * window).abs()
-
+from tests.conftest import preset, spectrum
 
 # A steady tone: 1 ms attacks, full sustain, note held for the whole render.
 STEADY = dict(amp_attack_s=1e-3, amp_sustain=1.0, index_attack_s=1e-3, index_sustain=1.0)

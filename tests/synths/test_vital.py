@@ -13,6 +13,7 @@ pytest.importorskip("vita")
 
 from synthmatch.synths import ProbeNote, make_synth  # noqa: E402
 from synthmatch.synths.vital import CURATED_CONTROLS, VitalSynth, import_vita  # noqa: E402
+from tests.conftest import preset, spectrum  # noqa: E402
 
 PROBE = ProbeNote(midi_pitch=60, note_duration_s=0.3, render_duration_s=0.4, sample_rate=16000)
 
@@ -22,18 +23,6 @@ def synth() -> VitalSynth:
     return VitalSynth(probe=PROBE)
 
 
-def preset(synth: VitalSynth, batch_size: int = 1, **real: float) -> torch.Tensor:
-    """Normalised ``(B, P)``: the defaults with some parameters given in real units."""
-    u = synth.params.defaults(batch_size)
-    for name, value in real.items():
-        x = torch.tensor(value, dtype=torch.float64)
-        u[:, synth.params.index(name)] = synth.params[name].to_normalized(x)
-    return u
-
-
-def spectrum(audio: torch.Tensor) -> torch.Tensor:
-    window = torch.hann_window(audio.shape[-1], periodic=False, dtype=torch.float64)
-    return torch.fft.rfft(audio.double() * window).abs()
 
 
 # A long, loud, bright contrast to the defaults: state it could leave behind would show.

@@ -17,7 +17,7 @@ from synthmatch.synths import BACKENDS, ProbeNote, make_synth
 from synthmatch.synths.presets import load_preset, save_preset
 from synthmatch.synths.vst3 import ParameterWriteError, VST3Synth, VST3WorkerError
 from synthmatch.synths.vst3_worker import load_plugin, write_verified
-from tests.conftest import peak_frequency, plugin_path
+from tests.conftest import peak_frequency, plugin_path, preset
 
 pytestmark = pytest.mark.vst
 
@@ -36,14 +36,6 @@ def nekobi_pool() -> VST3Synth:
     with VST3Synth(plugin_path("Nekobi"), workers=2, timeout_s=30.0) as synth:
         yield synth
 
-
-def with_real(synth: VST3Synth, batch_size: int = 1, **real: float) -> torch.Tensor:
-    """Normalised ``(B, P)`` defaults with some parameters given in real units."""
-    u = synth.params.defaults(batch_size)
-    for name, value in real.items():
-        u[:, synth.params.index(name)] = synth.params[name].to_normalized(
-            torch.tensor(value, dtype=torch.float64))
-    return u
 
 
 def test_table_excludes_midi_cc_and_carries_units(nekobi):
@@ -73,7 +65,7 @@ def test_kars_is_mono_with_seconds(nekobi):
 
 
 def test_render_shape_sound_and_parameter_effect(nekobi):
-    u = with_real(nekobi, 2)
+    u = preset(nekobi, 2)
     u[1, nekobi.params.index("cutoff_pct")] = 0.8
     audio = nekobi.render(u)
     assert audio.shape == (2, 16000) and audio.dtype == torch.float32
@@ -86,8 +78,8 @@ def test_tuning_ends_are_an_octave_each_way(nekobi):
     # Nekobi's tuning scales the pitch linearly from x0.5 to x2 (so its midpoint "0" is x1.25);
     # its ends, -12 and +12, are exactly an octave down and up.
     probe = nekobi.probe
-    down = nekobi.render(with_real(nekobi, 1, tuning=-12.0, cutoff_pct=100.0))[0]
-    up = nekobi.render(with_real(nekobi, 1, tuning=12.0, cutoff_pct=100.0))[0]
+    down = nekobi.render(preset(nekobi, 1, tuning=-12.0, cutoff_pct=100.0))[0]
+    up = nekobi.render(preset(nekobi, 1, tuning=12.0, cutoff_pct=100.0))[0]
     assert peak_frequency(down, probe.sample_rate) == pytest.approx(probe.frequency_hz / 2,
                                                                     rel=0.02)
     assert peak_frequency(up, probe.sample_rate) == pytest.approx(probe.frequency_hz * 2,
@@ -170,7 +162,7 @@ def test_preset_json_and_plugin_state_round_trip(nekobi, tmp_path):
 
 
 def test_loaded_state_reaches_parameters_outside_the_table_and_the_workers(nekobi, tmp_path):
-    quiet = with_real(nekobi, 1, volume_pct=20.0)
+    quiet = preset(nekobi, 1, volume_pct=20.0)
     state = nekobi.save_plugin_state(tmp_path / "quiet.vstpreset", quiet[0])
     with VST3Synth(plugin_path("Nekobi"), ["cutoff_pct"], workers=2) as cutoff_only:
         u = torch.tensor([[0.2], [0.9]])
