@@ -23,8 +23,8 @@ ACTION_MODES = ("delta", "absolute")
 # Observation log-mel range in dB, mapped linearly onto [-1, 1].
 MEL_FLOOR_DB, MEL_CEIL_DB = -100.0, 20.0
 # On CPU, steps compute reward features for this many envs at a time: temporaries stay in
-# cache, which is faster than one large batch (see docs/benchmarks.md); results are the same.
-CPU_CHUNK = 16
+# cache, which is faster than one large batch (benchmarks/bench_chunks.py); results are the same.
+CPU_CHUNK = 32
 # An initialiser maps target audio (n, T) on the env's device to starting parameters (n, P).
 Initializer = Callable[[Tensor], Tensor]
 

@@ -112,7 +112,7 @@ class SubtractiveSynth(Synth):
     name = "subtractive"
     differentiable = True
     batched = True
-    cpu_chunk = 32  # fastest of 16, 32 and whole batches on a 2-core CPU (docs/benchmarks.md)
+    cpu_chunk = 32  # fastest of 16, 32 and whole batches (benchmarks/bench_chunks.py)
 
     def __init__(self, probe: ProbeNote | None = None, device: torch.device | str = "cpu"):
         super().__init__(PARAMS, probe, device)
