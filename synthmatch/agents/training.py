@@ -9,7 +9,6 @@ relative improvements), so policy and optimiser are all a checkpoint needs.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ from synthmatch.agents.extractor import SpectrogramExtractor
 from synthmatch.envs import SB3VecEnv, make_sb3_vec_env
 from synthmatch.envs.core import SynthMatchCore
 from synthmatch.envs.drawing import side_by_side
+from synthmatch.fileio import write_json_atomic
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
 
@@ -91,12 +91,6 @@ def save_atomic(model: BaseAlgorithm, path: Path) -> Path:
     model.save(tmp)
     os.replace(tmp, path)
     return path
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 class EpisodeMetrics(BaseCallback):
