@@ -24,7 +24,7 @@ from scipy.io import wavfile
 
 import synthmatch  # noqa: F401  (registers the ids)
 from synthmatch.agents.evaluation import HELD_OUT_SEED, evaluate, random_policy
-from synthmatch.agents.training import ALGORITHMS
+from synthmatch.agents.training import ALGORITHMS, warm_start
 
 
 @dataclass
@@ -45,6 +45,9 @@ class Args:
     """JSON summary path (default: eval_<seed>.json beside the checkpoint's run, or stdout)"""
     wav_dir: str | None = None
     """write target_<i>.wav and match_<i>.wav for every target here"""
+    warm_start: str | None = None
+    """prior checkpoint whose samples start the episodes (default: the run's own --warm-start,
+    from its config.json)"""
 
 
 def main(args: Args) -> None:
@@ -67,6 +70,8 @@ def main(args: Args) -> None:
 
     venv = gym.make_vec(env_id, num_envs=args.num_targets, device=args.device)
     core = venv.unwrapped.core
+    prior = args.warm_start or config.get("warm_start")
+    warm_start(core, prior, config.get("warm_start_k", 1))
     if args.random_policy:
         policy = random_policy(core.num_params, seed=args.seed)
     else:
@@ -75,7 +80,7 @@ def main(args: Args) -> None:
     results = evaluate(core, policy, max_steps=gym.spec(env_id).max_episode_steps or 50,
                        seed=args.seed)
     summary = {"env_id": env_id, "policy": "random" if args.random_policy else args.checkpoint,
-               "seed": args.seed, **results.summary()}
+               "seed": args.seed, "warm_start": prior, **results.summary()}
     text = json.dumps(summary, indent=2)
     out = args.out or (None if args.random_policy else str(run_dir / f"eval_{args.seed}.json"))
     if out:

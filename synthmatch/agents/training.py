@@ -9,10 +9,11 @@ relative improvements), so policy and optimiser are all a checkpoint needs.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,30 @@ class RunSettings:
     """checkpoint to continue from (its run directory and step counter are kept)"""
     features_dim: int = 256
     """size of the spectrogram extractor's output"""
+    warm_start: str | None = None
+    """prior checkpoint (prior.pt from train_prior.py): episodes start from a prior sample for
+    their target instead of the default preset (training and the final evaluation)"""
+    warm_start_k: int = 1
+    """with --warm-start: start from the closest of this many prior samples (k renders per
+    reset)"""
+
+
+def warm_start(core: SynthMatchCore, prior_path: str | None, k: int = 1, seed: int = 0) -> None:
+    """Make ``core`` start episodes from the best of ``k`` samples of the prior saved at
+    ``prior_path`` (nothing if ``None``), sampled in batches on the env's device."""
+    if not prior_path:
+        return
+    from synthmatch.agents.matching import PriorInitializer
+    from synthmatch.agents.prior import FlowPrior
+
+    prior = FlowPrior.load(prior_path, core.device)
+    core.initializer = PriorInitializer(prior, core.synth, k=k, seed=seed)
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run's config.json (empty if it has none)."""
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def core_of(env: VecEnv) -> SynthMatchCore:
@@ -194,6 +219,11 @@ def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any]) -> Path:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
         run_dir = checkpoint.parent.parent
+        recorded = read_config(run_dir)
+        if run.warm_start is None and recorded.get("warm_start"):
+            run = replace(run, warm_start=recorded["warm_start"],
+                          warm_start_k=recorded.get("warm_start_k", 1))
+            print(f"Resuming with the run's warm start: {run.warm_start}")
     else:
         name = run.run_name or f"{run.env_id}__{algo}__{run.seed}__{int(time.time())}"
         run_dir = Path(run.log_dir) / name
@@ -206,6 +236,7 @@ def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any]) -> Path:
 
     env = VecMonitor(make_sb3_vec_env(run.env_id, num_envs=run.num_envs, seed=run.seed,
                                       device=run.device))
+    warm_start(core_of(env), run.warm_start, run.warm_start_k, run.seed)
     algorithm = ALGORITHMS[algo]
     if run.resume:
         model = algorithm.load(run.resume, env=env, device=run.device)
@@ -235,7 +266,7 @@ def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any]) -> Path:
     save_atomic(model, latest)
     save_atomic(model, run_dir / "model.zip")
 
-    summary = evaluate_model(model, run.env_id, run.eval_targets, run.device)
+    summary = evaluate_model(model, run.env_id, run.eval_targets, run.device, run=run)
     write_json_atomic(run_dir / "eval.json", summary)
     print(f"TensorBoard logs: {run_dir}   (tensorboard --logdir {run.log_dir})")
     print(f"Checkpoint: {latest}   Final policy: {run_dir / 'model.zip'}")
@@ -246,14 +277,17 @@ def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any]) -> Path:
 
 
 def evaluate_model(model: BaseAlgorithm, env_id: str, num_targets: int, device: str,
-                   seed: int = HELD_OUT_SEED) -> dict[str, Any]:
-    """Deterministic evaluation of ``model`` on ``num_targets`` held-out targets."""
+                   seed: int = HELD_OUT_SEED, run: RunSettings | None = None) -> dict[str, Any]:
+    """Deterministic evaluation of ``model`` on ``num_targets`` held-out targets (episodes
+    warm-started as in ``run``, if given)."""
     import gymnasium as gym
 
     venv = gym.make_vec(env_id, num_envs=num_targets, device=device)
     core = venv.unwrapped.core
+    if run is not None:
+        warm_start(core, run.warm_start, run.warm_start_k, run.seed)
     steps = gym.spec(env_id).max_episode_steps or 50
     results = evaluate(core, lambda obs: model.predict(obs, deterministic=True)[0],
                        max_steps=steps, seed=seed)
     return {"env_id": env_id, "seed": seed, "steps": model.num_timesteps,
-            **results.summary()}
+            "warm_start": run.warm_start if run is not None else None, **results.summary()}

@@ -25,6 +25,8 @@ MEL_FLOOR_DB, MEL_CEIL_DB = -100.0, 20.0
 # On CPU, steps compute reward features for this many envs at a time: temporaries stay in
 # cache, which is faster than one large batch (benchmarks/bench_chunks.py); results are the same.
 CPU_CHUNK = 32
+# Episodes succeed below this distance (see the ``success_threshold`` argument).
+SUCCESS_THRESHOLD = 0.2
 # An initialiser maps target audio (n, T) on the env's device to starting parameters (n, P).
 Initializer = Callable[[Tensor], Tensor]
 
@@ -79,7 +81,7 @@ class SynthMatchCore:
         action_mode: str = "delta",
         max_step: float = 0.1,
         start: str = "default",
-        success_threshold: float = 0.2,
+        success_threshold: float = SUCCESS_THRESHOLD,
         success_bonus: float = 1.0,
         max_episode_steps: int | None = None,
         reward_kwargs: Mapping | None = None,

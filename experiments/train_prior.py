@@ -1,0 +1,23 @@
+"""Train the conditional flow-matching prior (target audio -> synth parameters) on a dataset.
+
+Make the dataset first with experiments/make_dataset.py. Everything lands in
+``runs/prior/<run_name>/``: TensorBoard events (training and validation loss, and the
+perceptual distance of re-rendered prior samples), ``checkpoints/latest.pt`` and ``prior.pt``.
+
+    python experiments/make_dataset.py --synth subtractive --n 200000 --out data/subtractive
+    python experiments/train_prior.py --data data/subtractive
+    python experiments/train_prior.py --resume runs/prior/<run_name>/checkpoints/latest.pt
+    tensorboard --logdir runs/prior
+
+Use the result with ``train_ppo.py --warm-start runs/prior/<run_name>/prior.pt`` or
+``experiments/prior_results.py``.
+"""
+
+from __future__ import annotations
+
+import tyro
+
+from synthmatch.agents.prior_training import PriorSettings, train_prior
+
+if __name__ == "__main__":
+    train_prior(tyro.cli(PriorSettings))

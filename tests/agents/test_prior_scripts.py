@@ -1,0 +1,131 @@
+"""The prior's scripts end to end on a tiny dataset: train, resume, Ctrl-C, compare, export,
+and PPO warm-started from the result."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.agents.test_training import ROOT, run_script, tags
+
+pytest.importorskip("flow_matching")
+pytest.importorskip("h5py")
+
+TINY_PRIOR = ["--batch-size", "32", "--eval-items", "4", "--embed-dim", "32", "--hidden", "32",
+              "--depth", "1", "--warmup-steps", "5"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from synthmatch.data import DatasetConfig, write_dataset
+
+    root = tmp_path_factory.mktemp("data") / "subtractive"
+    write_dataset(DatasetConfig("subtractive", n=192, shard_size=64), root, workers=1,
+                  progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """A prior trained for 40 steps, then resumed to 60."""
+    logs = tmp_path_factory.mktemp("runs")
+    run_script("train_prior.py", "--data", str(dataset), "--steps", "40", "--eval-every", "20",
+               "--checkpoint-every", "20", "--log-dir", str(logs), "--run-name", "tiny",
+               *TINY_PRIOR)
+    run = logs / "tiny"
+    first = torch.load(run / "checkpoints/latest.pt", weights_only=True)
+    out = run_script("train_prior.py", "--resume", str(run / "checkpoints/latest.pt"),
+                     "--steps", "60").stdout
+    return run, first, out
+
+
+@pytest.mark.slow
+def test_train_prior_writes_logs_checkpoints_and_resumes(trained):
+    run, first, resumed_out = trained
+    assert first["step"] == 40
+    assert f"TensorBoard logs: {run}" in resumed_out
+    for name in ("config.json", "prior.pt", "val.json", "checkpoints/latest.pt"):
+        assert (run / name).is_file(), name
+    assert not list(run.glob("**/.*tmp*"))
+    latest = torch.load(run / "checkpoints/latest.pt", weights_only=True)
+    assert latest["step"] == 60 and latest["settings"]["hidden"] == 32
+    assert {"optimizer", "schedule", "batch_rng", "noise_rng"} <= set(latest)
+    assert torch.load(run / "prior.pt", weights_only=True)["step"] == 60
+    found = tags(run)["scalars"]
+    for tag in ("loss/train", "loss/val", "val/spectral_distance", "val/param_mae",
+                "time/steps_per_second"):
+        assert tag in found, tag
+    assert json.loads((run / "val.json").read_text())["step"] == 60
+
+
+@pytest.mark.slow
+def test_prior_results_and_onnx_export(trained, dataset, tmp_path):
+    run, _, _ = trained
+    out = tmp_path / "results.json"
+    table = run_script("prior_results.py", str(run / "prior.pt"), "--data", str(dataset),
+                       "--targets", "6", "--k", "1", "2", "--random", "1", "3", "--out",
+                       str(out)).stdout
+    assert "| prior, K=2 | 2 |" in table and "| random search, R=3 | 3 |" in table
+    results = json.loads(out.read_text())
+    assert results["targets"] == 6 and results["split"] == "test"
+    assert [r["renders"] for r in results["results"]] == [1, 2, 1, 3]
+    for row in results["results"]:
+        assert row["median_distance"] >= 0 and 0 <= row["median_param_mae"] <= 1
+
+    exported = run_script("export_prior.py", str(run / "prior.pt"), "--out",
+                          str(tmp_path / "onnx")).stdout
+    assert "Parity on 8 random log-mels" in exported
+    assert {p.name for p in (tmp_path / "onnx").iterdir()} == {"encoder.onnx", "velocity.onnx",
+                                                               "prior.json"}
+
+
+@pytest.mark.slow
+def test_ppo_warm_starts_from_the_prior(trained, tmp_path):
+    run, _, _ = trained
+    logs = tmp_path / "runs"
+    run_script("train_ppo.py", "--env-id", "SynthMatch-v0", "--warm-start",
+               str(run / "prior.pt"), "--total-timesteps", "64", "--n-steps", "16",
+               "--batch-size", "32", "--n-epochs", "1", "--num-envs", "4", "--eval-targets",
+               "3", "--log-dir", str(logs), "--run-name", "warm")
+    summary = json.loads((logs / "warm" / "eval.json").read_text())
+    assert summary["warm_start"] == str(run / "prior.pt") and summary["num_targets"] == 3
+    assert json.loads((logs / "warm" / "config.json").read_text())["warm_start"] == \
+        str(run / "prior.pt")
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_prior_checkpoint(dataset, tmp_path):
+    run = tmp_path / "runs" / "interrupted"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "experiments/train_prior.py"), "--data", str(dataset),
+         "--steps", "1000000", "--eval-every", "1000000", "--log-dir", str(tmp_path / "runs"),
+         "--run-name", "interrupted", *TINY_PRIOR],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while (not list(run.glob("events.out.tfevents.*")) and time.monotonic() < deadline
+               and proc.poll() is None):
+            time.sleep(0.2)
+        time.sleep(2.0)  # some training steps
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "resume with --resume" in err
+    assert torch.load(run / "checkpoints/latest.pt", weights_only=True)["step"] > 0
+
+
+def test_prior_scripts_have_help_and_fail_clearly(tmp_path):
+    for name in ("train_prior.py", "prior_results.py", "export_prior.py"):
+        assert "usage" in run_script(name, "--help").stdout
+    missing = subprocess.run([sys.executable, str(ROOT / "experiments/train_prior.py"),
+                              "--resume", str(tmp_path / "nope.pt")],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert missing.returncode != 0 and "no checkpoint" in missing.stderr
