@@ -68,7 +68,8 @@ def main(args: Args) -> None:
     if env_id is None:
         raise SystemExit("--env-id is needed with --random-policy")
 
-    venv = gym.make_vec(env_id, num_envs=args.num_targets, device=args.device)
+    extra = {"max_step": config["max_step"]} if config.get("max_step") is not None else {}
+    venv = gym.make_vec(env_id, num_envs=args.num_targets, device=args.device, **extra)
     core = venv.unwrapped.core
     prior = args.warm_start or config.get("warm_start")
     warm_start(core, prior, config.get("warm_start_k", 1))

@@ -55,7 +55,9 @@ def main(args: Args) -> None:
         raise SystemExit(f"runs are on different envs: {sorted(env_ids)}")
     env_id = env_ids.pop()
     first = evals[0]
-    venv = gym.make_vec(env_id, num_envs=first["num_targets"])
+    # The random-action baseline takes the first run's step size (max_step) if it set one.
+    extra = {"max_step": first["max_step"]} if first.get("max_step") is not None else {}
+    venv = gym.make_vec(env_id, num_envs=first["num_targets"], **extra)
     steps = gym.spec(env_id).max_episode_steps or 50
     baseline = evaluate(venv.unwrapped.core, random_policy(venv.unwrapped.core.num_params),
                         max_steps=steps, seed=first["seed"]).summary()
@@ -65,9 +67,14 @@ def main(args: Args) -> None:
     print("| policy | training steps | median final distance | mean final distance "
           "| success rate | median param MAE | mean renders |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    print(f"| start (no step) | - | {first['median_initial_distance']:.3f} | - | - | - | 1 |")
+    print(f"| start (no step) | - | {baseline['median_initial_distance']:.3f} | - | - | - | 1 |")
+    warm = {e["warm_start"]: e for e in evals if e.get("warm_start")}
+    for prior, e in warm.items():
+        print(f"| start: prior sample ({Path(prior).parent.name}) | - | "
+              f"{e['median_initial_distance']:.3f} | - | - | - | 1 |")
     rows = [("random actions", "-", baseline)] + [
-        (f"PPO {r.name}", f"{e['steps']:,}", e) for r, e in zip(runs, evals, strict=True)]
+        (f"PPO {r.name}" + (" (warm start)" if e.get("warm_start") else ""), f"{e['steps']:,}", e)
+        for r, e in zip(runs, evals, strict=True)]
     for name, trained, s in rows:
         print(f"| {name} | {trained} | {s['median_final_distance']:.3f} | "
               f"{s['mean_final_distance']:.3f} | {s['success_rate']:.2f} | "
@@ -84,8 +91,11 @@ def main(args: Args) -> None:
         ax.plot(x, y, label=run.name, linewidth=1.2)
     ax.axhline(baseline["mean_final_distance"], color="gray", linestyle="--",
                label="random actions (held-out mean)")
-    ax.axhline(first["median_initial_distance"], color="black", linestyle=":",
+    ax.axhline(baseline["median_initial_distance"], color="black", linestyle=":",
                label="start (held-out median)")
+    for e in warm.values():
+        ax.axhline(e["median_initial_distance"], color="tab:green", linestyle=":",
+                   label="prior sample (held-out median)")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("final distance of training episodes (mean)")
     ax.set_title(args.title or env_id)

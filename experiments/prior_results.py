@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from synthmatch.agents.matching import OneShotMatcher
 from synthmatch.agents.prior import FlowPrior
 from synthmatch.agents.search import MatchResult, random_search
-from synthmatch.data import open_dataset
+from synthmatch.data import DatasetError, open_dataset
 from synthmatch.envs.core import SUCCESS_THRESHOLD
 from synthmatch.rewards import PerceptualDistance
 
@@ -120,4 +120,7 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    try:
+        main(tyro.cli(Args))
+    except (DatasetError, FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None

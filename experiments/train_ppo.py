@@ -37,11 +37,15 @@ class Args(RunSettings):
     """discount factor"""
     ent_coef: float = 0.0
     """entropy bonus"""
+    log_std_init: float = 0.0
+    """initial log standard deviation of the Gaussian policy (lower explores less: useful
+    when episodes start close to the target, as with --warm-start)"""
 
 
 def main(args: Args) -> None:
     ppo = dict(n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
-               learning_rate=args.learning_rate, gamma=args.gamma, ent_coef=args.ent_coef)
+               learning_rate=args.learning_rate, gamma=args.gamma, ent_coef=args.ent_coef,
+               policy_kwargs=dict(log_std_init=args.log_std_init))
     train("ppo", args, ppo)
 
 

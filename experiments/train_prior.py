@@ -19,5 +19,18 @@ import tyro
 
 from synthmatch.agents.prior_training import PriorSettings, train_prior
 
+
+def main(settings: PriorSettings) -> None:
+    from synthmatch.data import DatasetError
+
+    try:
+        train_prior(settings)
+    except DatasetError as err:
+        raise SystemExit(f"error: {err}\n(make a dataset with experiments/make_dataset.py; "
+                         "see its --help)") from None
+    except (FileNotFoundError, RuntimeError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
 if __name__ == "__main__":
-    train_prior(tyro.cli(PriorSettings))
+    main(tyro.cli(PriorSettings))

@@ -97,8 +97,7 @@ class MelEncoder(nn.Module):
 
     Mel bands are the channels of stride-2 convolutions along time (each layer halves the
     frames), followed by a two-layer head over the flattened map, so the embedding keeps where
-    in pitch and time the energy lies. On a CPU this trains several times faster than a 2-D
-    CNN of similar size.
+    in pitch and time the energy lies.
     """
 
     def __init__(self, mel_shape: tuple[int, int], embed_dim: int, channels: list[int]):

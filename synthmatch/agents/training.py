@@ -65,6 +65,8 @@ class RunSettings:
     """checkpoint to continue from (its run directory and step counter are kept)"""
     features_dim: int = 256
     """size of the spectrogram extractor's output"""
+    max_step: float | None = None
+    """largest parameter change per step (delta actions); default: the env's (0.1)"""
     warm_start: str | None = None
     """prior checkpoint (prior.pt from train_prior.py): episodes start from a prior sample for
     their target instead of the default preset (training and the final evaluation)"""
@@ -83,6 +85,11 @@ def warm_start(core: SynthMatchCore, prior_path: str | None, k: int = 1, seed: i
 
     prior = FlowPrior.load(prior_path, core.device)
     core.initializer = PriorInitializer(prior, core.synth, k=k, seed=seed)
+
+
+def env_kwargs(run: RunSettings) -> dict[str, Any]:
+    """Env arguments the run sets (only those given, so the registry's defaults hold)."""
+    return {} if run.max_step is None else {"max_step": run.max_step}
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -224,6 +231,8 @@ def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any]) -> Path:
             run = replace(run, warm_start=recorded["warm_start"],
                           warm_start_k=recorded.get("warm_start_k", 1))
             print(f"Resuming with the run's warm start: {run.warm_start}")
+        if run.max_step is None and recorded.get("max_step") is not None:
+            run = replace(run, max_step=recorded["max_step"])
     else:
         name = run.run_name or f"{run.env_id}__{algo}__{run.seed}__{int(time.time())}"
         run_dir = Path(run.log_dir) / name
@@ -235,13 +244,15 @@ def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any]) -> Path:
     torch.manual_seed(run.seed)
 
     env = VecMonitor(make_sb3_vec_env(run.env_id, num_envs=run.num_envs, seed=run.seed,
-                                      device=run.device))
+                                      device=run.device, **env_kwargs(run)))
     warm_start(core_of(env), run.warm_start, run.warm_start_k, run.seed)
     algorithm = ALGORITHMS[algo]
     if run.resume:
         model = algorithm.load(run.resume, env=env, device=run.device)
     else:
-        policy_kwargs = dict(features_extractor_class=SpectrogramExtractor,
+        algo_kwargs = dict(algo_kwargs)
+        policy_kwargs = dict(**algo_kwargs.pop("policy_kwargs", {}),
+                             features_extractor_class=SpectrogramExtractor,
                              features_extractor_kwargs=dict(features_dim=run.features_dim))
         model = algorithm("MultiInputPolicy", env, seed=run.seed, device=run.device,
                           policy_kwargs=policy_kwargs, verbose=0, **algo_kwargs)
@@ -282,7 +293,8 @@ def evaluate_model(model: BaseAlgorithm, env_id: str, num_targets: int, device: 
     warm-started as in ``run``, if given)."""
     import gymnasium as gym
 
-    venv = gym.make_vec(env_id, num_envs=num_targets, device=device)
+    venv = gym.make_vec(env_id, num_envs=num_targets, device=device,
+                        **(env_kwargs(run) if run is not None else {}))
     core = venv.unwrapped.core
     if run is not None:
         warm_start(core, run.warm_start, run.warm_start_k, run.seed)
@@ -290,4 +302,5 @@ def evaluate_model(model: BaseAlgorithm, env_id: str, num_targets: int, device: 
     results = evaluate(core, lambda obs: model.predict(obs, deterministic=True)[0],
                        max_steps=steps, seed=seed)
     return {"env_id": env_id, "seed": seed, "steps": model.num_timesteps,
-            "warm_start": run.warm_start if run is not None else None, **results.summary()}
+            "warm_start": run.warm_start if run is not None else None,
+            **env_kwargs(run or RunSettings()), **results.summary()}

@@ -209,13 +209,18 @@ class ParamTable(Sequence[ParamSpec]):
         return torch.stack(cols, -1).clamp(0.0, 1.0).to(x.dtype)
 
     def _constants(self, device: torch.device) -> dict[str, Tensor]:
-        """Per-column constants of :meth:`to_real` as float64 tensors, cached per device."""
+        """Per-column constants of :meth:`to_real` as float64 tensors, cached per device.
+
+        Built outside inference mode even when first needed inside it: an inference tensor in
+        the cache would break every later render that tracks gradients.
+        """
         key = str(device)
         if key not in self._cache:
             specs = self._specs
 
             def col(values, dtype=torch.float64) -> Tensor:
-                return torch.tensor(values, dtype=dtype, device=device)
+                with torch.inference_mode(False):
+                    return torch.tensor(values, dtype=dtype, device=device)
 
             choice_cols = [j for j, s in enumerate(specs) if s.choices is not None]
             width = max([len(specs[j].choices) for j in choice_cols], default=1)

@@ -90,11 +90,13 @@ def test_ppo_warm_starts_from_the_prior(trained, tmp_path):
     run, _, _ = trained
     logs = tmp_path / "runs"
     run_script("train_ppo.py", "--env-id", "SynthMatch-v0", "--warm-start",
-               str(run / "prior.pt"), "--total-timesteps", "64", "--n-steps", "16",
+               str(run / "prior.pt"), "--max-step", "0.05", "--log-std-init", "-1",
+               "--total-timesteps", "64", "--n-steps", "16",
                "--batch-size", "32", "--n-epochs", "1", "--num-envs", "4", "--eval-targets",
                "3", "--log-dir", str(logs), "--run-name", "warm")
     summary = json.loads((logs / "warm" / "eval.json").read_text())
     assert summary["warm_start"] == str(run / "prior.pt") and summary["num_targets"] == 3
+    assert summary["max_step"] == 0.05
     assert json.loads((logs / "warm" / "config.json").read_text())["warm_start"] == \
         str(run / "prior.pt")
 
@@ -129,3 +131,8 @@ def test_prior_scripts_have_help_and_fail_clearly(tmp_path):
                               "--resume", str(tmp_path / "nope.pt")],
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert missing.returncode != 0 and "no checkpoint" in missing.stderr
+    no_data = subprocess.run([sys.executable, str(ROOT / "experiments/train_prior.py"),
+                              "--data", str(tmp_path / "nowhere")],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert no_data.returncode != 0 and "make a dataset" in no_data.stderr
+    assert "Traceback" not in no_data.stderr

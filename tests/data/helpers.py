@@ -47,11 +47,22 @@ def shard_arrays(root: Path) -> dict[str, dict[str, np.ndarray]]:
 
 
 def assert_same_shards(a: Path, b: Path) -> None:
-    """The two directories hold the same shard files with bit-identical datasets."""
+    """The two directories hold the same shard files with the same rows: parameters and
+    audio bit-identical, log-mels within one float16 step.
+
+    The float32 log-mel of the same audio can differ in its last bits between processes (the
+    FFT and matmul kernels take different paths with other memory alignment or thread
+    counts); rounding to float16 then turns such a difference into one step (2**-10 relative)
+    in a few values.
+    """
     left, right = shard_arrays(a), shard_arrays(b)
     assert sorted(left) == sorted(right)
     for name in left:
         assert sorted(left[name]) == sorted(right[name]), name
         for field in left[name]:
-            np.testing.assert_array_equal(left[name][field], right[name][field],
-                                          err_msg=f"{name}/{field}")
+            x, y = left[name][field], right[name][field]
+            if field == "mel":
+                np.testing.assert_allclose(x.astype(np.float32), y.astype(np.float32),
+                                           rtol=2.0 ** -9, atol=1e-3, err_msg=f"{name}/{field}")
+            else:
+                np.testing.assert_array_equal(x, y, err_msg=f"{name}/{field}")

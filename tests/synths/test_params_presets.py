@@ -29,6 +29,18 @@ def test_round_trip_normalised_real_for_every_scale():
     assert mid[0, 3].item() == pytest.approx(0.0, abs=1e-12)
 
 
+def test_a_first_conversion_in_inference_mode_leaves_gradients_working():
+    # The table caches its constants: built under inference_mode they used to be inference
+    # tensors, and every later differentiable render failed.
+    table = ParamTable([ParamSpec("cutoff_hz", 20.0, 20000.0, 1000.0, scale="log"),
+                        ParamSpec("osc_mix", 0.0, 1.0, 0.5)])
+    with torch.inference_mode():
+        table.to_real(torch.full((2, 2), 0.5))
+    u = torch.full((2, 2), 0.5, requires_grad=True)
+    table.to_real(u).sum().backward()
+    assert (u.grad > 0).all()
+
+
 def test_discrete_choices_snap():
     spec = ParamSpec("voices", 1.0, 4.0, 1.0, choices=(1.0, 2.0, 3.0, 4.0))
     u = torch.tensor([0.0, 0.2, 0.4, 0.6, 0.99])
