@@ -215,8 +215,12 @@ class FlowPrior(nn.Module):
         if tuple(mel_db.shape[1:]) != tuple(self.config.mel_shape):
             raise ValueError(f"mel must have shape (B, {self.config.mel_shape[0]}, "
                              f"{self.config.mel_shape[1]}), got {tuple(mel_db.shape)}")
-        x = mel_db.to(self.device, torch.float32).clamp_min(MEL_FLOOR_DB)
-        return self.encoder((x - self.mel_mean) / self.mel_std)
+        return self.encoder(self.normalize_mel(mel_db.to(self.device, torch.float32)))
+
+    def normalize_mel(self, mel_db: Tensor) -> Tensor:
+        """The encoder's input: log-mel floored at -100 dB, standardised per band with the
+        training data's statistics."""
+        return (mel_db.clamp_min(MEL_FLOOR_DB) - self.mel_mean) / self.mel_std
 
     # ------------------------------------------------------------------ training
     def loss(self, params: Tensor, mel_db: Tensor, generator: torch.Generator | None = None

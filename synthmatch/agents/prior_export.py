@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.export import Dim
 
-from synthmatch.agents.prior import MEL_FLOOR_DB, FlowPrior
+from synthmatch.agents.prior import FlowPrior
 from synthmatch.fileio import write_json_atomic
 
 ENCODER_FILE, VELOCITY_FILE, CONFIG_FILE = "encoder.onnx", "velocity.onnx", "prior.json"
@@ -38,8 +38,7 @@ class _Encoder(nn.Module):
         self.prior = prior
 
     def forward(self, mel_db: Tensor) -> Tensor:
-        p = self.prior
-        return p.encoder((mel_db.clamp_min(MEL_FLOOR_DB) - p.mel_mean) / p.mel_std)
+        return self.prior.encoder(self.prior.normalize_mel(mel_db))
 
 
 def export_onnx(prior: FlowPrior, out_dir: str | Path) -> Path:

@@ -27,7 +27,7 @@ class MatchResult:
     Attributes:
         params: ``(B, P)`` best normalised preset per target.
         distance: ``(B,)`` its perceptual distance to the target.
-        candidates: ``(B, K)`` candidate presets ``(B, K, P)``.
+        candidates: ``(B, K, P)`` every candidate preset.
         candidate_distances: ``(B, K)`` distance of every candidate.
     """
 
@@ -46,7 +46,8 @@ class MatchResult:
 def score_candidates(synth: Synth, distance: PerceptualDistance, target_audio: Tensor,
                      candidates: Tensor, chunk: int = SCORE_CHUNK) -> Tensor:
     """Render ``candidates`` ``(B, K, P)`` and return their distances ``(B, K)`` to
-    ``target_audio`` ``(B, T)``, ``chunk`` renders at a time."""
+    ``target_audio`` ``(B, T)``, about ``chunk`` renders at a time (whole targets, so at
+    least ``K``)."""
     b, k, p = candidates.shape
     if target_audio.shape[0] != b:
         raise ValueError(f"{b} candidate sets for {target_audio.shape[0]} targets")
@@ -58,11 +59,8 @@ def score_candidates(synth: Synth, distance: PerceptualDistance, target_audio: T
         t1 = min(b, t0 + per)
         target = distance.features(target_audio[t0:t1].to(flat.device))
         rows = slice(t0 * k, t1 * k)
-        for r0 in range(rows.start, rows.stop, max(chunk, k)):
-            r1 = min(rows.stop, r0 + max(chunk, k))
-            audio = synth.render(flat[r0:r1])
-            out[r0:r1] = distance.distance(distance.features(audio),
-                                           target.index(owner[r0:r1] - t0))
+        audio = synth.render(flat[rows])
+        out[rows] = distance.distance(distance.features(audio), target.index(owner[rows] - t0))
     return out.reshape(b, k)
 
 
