@@ -28,6 +28,7 @@ import tyro
 
 from synthmatch.data import DEFAULT_MEL, DatasetConfig, IncompleteDatasetError, write_dataset
 from synthmatch.data.dataset import DatasetError
+from synthmatch.envs.registration import env_settings
 from synthmatch.synths import ProbeNote
 
 _PROBE = ProbeNote()
@@ -103,7 +104,7 @@ def config_from_args(args: Args) -> DatasetConfig:
     if args.env_id is not None:
         if synth is not None or free_params is not None:
             raise ValueError("give either --env-id or --synth/--free-params, not both")
-        synth, free_params, env_kwargs = _env_settings(args.env_id)
+        synth, free_params, env_kwargs = env_settings(args.env_id)
         synth_kwargs = {**env_kwargs, **synth_kwargs}
     elif synth is None:
         raise ValueError("give --synth NAME or --env-id ID")
@@ -116,21 +117,6 @@ def config_from_args(args: Args) -> DatasetConfig:
         shard_size=args.shard_size, seed=args.seed, store_mel=args.store_mel,
         store_audio=args.store_audio, mel=mel, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, probe=probe, render_batch=args.render_batch)
-
-
-def _env_settings(env_id: str) -> tuple[str, tuple[str, ...] | None, dict]:
-    import gymnasium
-
-    import synthmatch  # noqa: F401  (registers the ids)
-    from synthmatch.envs.registration import env_ids
-
-    try:
-        kwargs = gymnasium.spec(env_id).kwargs
-    except gymnasium.error.Error:
-        raise ValueError(f"unknown env id {env_id!r}; available: {', '.join(env_ids())}")\
-            from None
-    free = kwargs.get("free_params")
-    return kwargs["synth"], None if free is None else tuple(free), kwargs.get("synth_kwargs", {})
 
 
 def main(args: Args) -> int:

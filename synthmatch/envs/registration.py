@@ -86,3 +86,29 @@ def register_all() -> None:
             gym.register(id=env_id, entry_point=ENTRY_POINT,
                          vector_entry_point=VECTOR_ENTRY_POINT,
                          max_episode_steps=MAX_EPISODE_STEPS, kwargs={"synth": synth})
+
+
+def env_settings(env_id: str) -> tuple[str, tuple[str, ...] | None, dict]:
+    """``(synth name, free parameter names or None, synth_kwargs)`` of a registered id.
+
+    Raises:
+        ValueError: ``env_id`` is not registered (the message lists the ids).
+    """
+    register_all()
+    try:
+        kwargs = gym.spec(env_id).kwargs
+    except gym.error.Error:
+        raise ValueError(f"unknown env id {env_id!r}; available: {', '.join(env_ids())}") \
+            from None
+    free = kwargs.get("free_params")
+    return kwargs["synth"], None if free is None else tuple(free), kwargs.get("synth_kwargs", {})
+
+
+def env_synth(env_id: str, device: str = "cpu", **synth_kwargs):
+    """The synth an env of ``env_id`` renders with: the backend, wrapped in a
+    :class:`~synthmatch.synths.FrozenSynth` when the id frees only some parameters."""
+    from synthmatch.synths import FrozenSynth, make_synth
+
+    name, free, kwargs = env_settings(env_id)
+    synth = make_synth(name, device=device, **{**kwargs, **synth_kwargs})
+    return synth if free is None else FrozenSynth(synth, free)
