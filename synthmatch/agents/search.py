@@ -18,6 +18,13 @@ from synthmatch.synths import Synth
 # Candidates rendered and scored per call on CPU; features of larger batches fall out of cache
 # (see benchmarks/bench_chunks.py) and their memory grows with the batch.
 SCORE_CHUNK = 256
+# On a GPU, larger batches keep it busy; this bounds the memory of the features.
+GPU_SCORE_CHUNK = 4096
+
+
+def score_chunk(device: torch.device | str) -> int:
+    """Candidates to render and score per call on ``device`` (the one place this is decided)."""
+    return SCORE_CHUNK if torch.device(device).type == "cpu" else GPU_SCORE_CHUNK
 
 
 @dataclass
@@ -44,11 +51,12 @@ class MatchResult:
 
 @torch.no_grad()
 def score_candidates(synth: Synth, distance: PerceptualDistance, target_audio: Tensor,
-                     candidates: Tensor, chunk: int = SCORE_CHUNK) -> Tensor:
+                     candidates: Tensor, chunk: int | None = None) -> Tensor:
     """Render ``candidates`` ``(B, K, P)`` and return their distances ``(B, K)`` to
     ``target_audio`` ``(B, T)``, about ``chunk`` renders at a time (whole targets, so at
-    least ``K``)."""
+    least ``K``; default: :func:`score_chunk` of the device)."""
     b, k, p = candidates.shape
+    chunk = chunk or score_chunk(candidates.device)
     if target_audio.shape[0] != b:
         raise ValueError(f"{b} candidate sets for {target_audio.shape[0]} targets")
     flat = candidates.reshape(b * k, p)

@@ -1,0 +1,272 @@
+"""The leaderboard: every method on the benchmark suites at matched render budgets.
+
+Each method gets the target audio and a render budget per target; the harness renders and
+counts for it (a method cannot exceed or misreport its budget) and keeps the best preset each
+method heard within each budget. Results per suite: a Markdown table (methods x budgets, the
+best per column in bold), CSV and JSON with provenance, a curve of median distance against
+renders, and a spectrogram grid of a few targets and their matches.
+
+    python experiments/leaderboard.py --help
+    python experiments/leaderboard.py --suites bench-v1/quick --methods default random cmaes \
+        --budgets 1 16 --out /tmp/lb
+    python experiments/leaderboard.py --suites bench-v1/subtractive-id \
+        --prior runs/prior/subtractive/prior.pt --dataset data/subtractive \
+        --rl-checkpoint runs/warm_s0/model.zip --out docs/leaderboard
+
+Finished chunks of targets are cached under ``<out>/cache``: an interrupted run resumes where
+it stopped. Exit status: 0 done, 2 bad arguments (unknown suite or method, a checkpoint that
+fits no suite), 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import tyro
+from tqdm.auto import tqdm
+
+import synthmatch
+from synthmatch.envs.registration import env_synth
+from synthmatch.leaderboard import report
+from synthmatch.leaderboard.harness import CHUNK_SIZE, Job, file_sha256, method_budgets, run_job
+from synthmatch.leaderboard.methods import METHODS, NEEDS
+from synthmatch.leaderboard.suites import SuiteError, load_suite
+
+DEFAULT_SUITES = ("bench-v1/subtractive-id", "bench-v1/fm-id", "bench-v1/torchsynth-id",
+                  "bench-v1/cross-vst3", "bench-v1/cross-vital")
+
+
+@dataclass
+class Args:
+    """Rank sound-matching methods on benchmark suites at matched render budgets."""
+
+    suites: tuple[str, ...] = DEFAULT_SUITES
+    """suites to run (bench-v1/quick, bench-v1/subtractive-id, ... or a suite directory)"""
+    methods: tuple[str, ...] = tuple(METHODS)
+    """methods to run; those needing a prior, dataset or checkpoint that is not given (or fits
+    no suite's synth) are skipped with a note"""
+    budgets: tuple[int, ...] = (1, 16, 100, 1000)
+    """renders per target (each method runs at every budget it supports)"""
+    prior: tuple[Path, ...] = ()
+    """prior checkpoints (prior.pt from train_prior.py), matched to suites by synth"""
+    dataset: tuple[Path, ...] = ()
+    """datasets (make_dataset.py) for the nearest-neighbour method, matched by synth"""
+    rl_checkpoint: tuple[Path, ...] = ()
+    """trained policies (model.zip of train_ppo.py / train_sac.py), matched by env id"""
+    cross_env: str = "SynthMatch-v0"
+    """env whose synth matches the cross-synth suites (their sounds have no parameters)"""
+    device: str = "cpu"
+    """cpu or cuda"""
+    seed: int = 0
+    """seed of every method's random draws"""
+    max_targets: int | None = None
+    """use only the first N targets of each suite (a quick look; not for publishing)"""
+    chunk_size: int = CHUNK_SIZE
+    """targets per unit of work (and cache file)"""
+    grid_targets: int = 4
+    """targets shown in each suite's spectrogram grid"""
+    out: Path = Path("leaderboard")
+    """output directory: tables, CSV, JSON, plots and the cache"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+def fail(message: str) -> int:
+    print(f"leaderboard.py: error: {message}", file=sys.stderr)
+    return 2
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+class Resources:
+    """Methods that need a file, loaded once and matched to each suite's synth."""
+
+    def __init__(self, args: Args):
+        from synthmatch.leaderboard.methods.nearest import Nearest
+        from synthmatch.leaderboard.methods.prior import Prior, PriorCMAES, PriorGradient
+        from synthmatch.leaderboard.methods.rl import RLPolicy
+
+        wanted = set(args.methods)
+        self.loaded: dict[str, list] = {"prior": [], "dataset": [], "rl_checkpoint": []}
+        prior_classes = [c for c in (Prior, PriorCMAES, PriorGradient) if c.name in wanted]
+        for path in args.prior:
+            self.loaded["prior"].append([c(path, args.device) for c in prior_classes])
+        if "nearest" in wanted:
+            self.loaded["dataset"] = [[Nearest(path)] for path in args.dataset]
+        if "rl" in wanted:
+            self.loaded["rl_checkpoint"] = [[RLPolicy(p, args.device)]
+                                            for p in args.rl_checkpoint]
+
+    def methods_for(self, name: str, synth, env_id: str):
+        """The instance of method ``name`` that fits ``synth`` (or None)."""
+        if name not in NEEDS:
+            return METHODS[name]()
+        for group in self.loaded[NEEDS[name]]:
+            for m in group:
+                if m.name != name:
+                    continue
+                fits = (m.env_id == env_id if name == "rl" else m.matches_synth(synth))
+                if fits:
+                    return m
+        return None
+
+    def unused(self, synths: list) -> list[str]:
+        """Files given on the command line that fit none of the suites."""
+        out = []
+        for kind, groups in self.loaded.items():
+            for group in groups:
+                if group and not any(
+                        (m.env_id == env if kind == "rl_checkpoint" else m.matches_synth(s))
+                        for s, env in synths for m in group[:1]):
+                    m = group[0]
+                    path = getattr(m, "prior_path", None) or getattr(m, "path", None) \
+                        or getattr(m, "checkpoint", None)
+                    what = {"prior": "prior", "dataset": "dataset",
+                            "rl_checkpoint": "RL checkpoint"}[kind]
+                    out.append(f"{what} {path} fits none of the suites' synths "
+                               f"({', '.join(sorted({e for _, e in synths}))})")
+        return out
+
+
+def main(args: Args) -> int:
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        return fail(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
+    if not args.budgets or min(args.budgets) < 1:
+        return fail("budgets must be positive integers")
+    try:
+        suites = [load_suite(name) for name in args.suites]
+    except SuiteError as err:
+        return fail(str(err))
+    if args.max_targets is not None:
+        suites = [s.subset(slice(0, args.max_targets)) for s in suites]
+    try:
+        resources = Resources(args)
+        synths = [(env_synth(s.env_id or args.cross_env, args.device), s.env_id or args.cross_env)
+                  for s in suites]
+    except (ValueError, FileNotFoundError, ImportError, KeyError) as err:
+        return fail(str(err))
+    unused = resources.unused(synths)
+    if unused:
+        return fail(unused[0])
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    jobs, notes = [], []
+    for suite, (synth, env_id) in zip(suites, synths, strict=True):
+        for name in args.methods:
+            method = resources.methods_for(name, synth, env_id)
+            if method is None:
+                notes.append(f"{suite.name}: {name} skipped (no {NEEDS[name].replace('_', ' ')}"
+                             f" for {env_id} given)")
+                continue
+            if name in ("gradient", "prior+gradient") and not synth.differentiable:
+                notes.append(f"{suite.name}: {name} skipped ({synth.name} is not "
+                             "differentiable)")
+                continue
+            budgets = method_budgets(method, list(args.budgets))
+            if budgets:
+                jobs.append(Job(suite, method, synth, budgets, args.seed, args.chunk_size))
+    for note in notes:
+        print(note)
+
+    cache = args.out / "cache"
+    cells = []
+    total = sum(len(j.suite) for j in jobs)
+    started = time.time()
+    try:
+        with tqdm(total=total, desc="targets x methods", disable=not args.progress) as bar:
+            for job in jobs:
+                bar.set_postfix_str(f"{job.suite.name} {job.method.name}")
+                cells += run_job(job, cache, bar)
+    except KeyboardInterrupt:
+        print(f"leaderboard.py: interrupted; finished chunks are cached in {cache}: run the "
+              "same command to resume", file=sys.stderr)
+        return 130
+    write_outputs(args, suites, jobs, cells, time.time() - started)
+    return 0
+
+
+def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
+    summaries = report.summarize(cells, seed=args.seed)
+    meta = {
+        "command": "python experiments/leaderboard.py " + shlex.join(sys.argv[1:]),
+        "synthmatch": synthmatch.__version__, "torch": torch.__version__,
+        "git_commit": git_commit(), "machine": f"{platform.machine()} {platform.processor()}"
+        f", {torch.get_num_threads()} threads, {platform.python_version()}",
+        "device": args.device, "seed": args.seed, "budgets": list(args.budgets),
+        "elapsed_s": round(elapsed, 1),
+        "methods": {f"{j.suite.name} {j.method.name}": j.method.settings() for j in jobs},
+        "files": {str(p): file_sha256(p) for p in (*args.prior, *args.rl_checkpoint)},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    for suite in suites:
+        mine = [s for s in summaries if s["suite"] == suite.name]
+        if not mine:
+            continue
+        slug = suite.name.replace("/", "__")
+        report.write_csv(mine, args.out / f"{slug}.csv")
+        report.write_json(mine, {**meta, "suite": suite.name,
+                                 "targets": len(suite)}, args.out / f"{slug}.json")
+        report.plot_curves(mine, suite.name, args.out / f"{slug}_curve.png")
+        grid(args, suite, [j for j in jobs if j.suite is suite], cells, slug)
+        text = suite_markdown(suite, mine)
+        (args.out / f"{slug}.md").write_text(text)
+        print(text)
+    print(f"tables, CSV, JSON and plots in {args.out}")
+
+
+def suite_markdown(suite, summaries) -> str:
+    parts = [f"### {suite.name} ({len(suite)} targets)\n",
+             "Perceptual distance (median [95% CI]; success is below 0.2):\n",
+             report.markdown_table(summaries, suite.name, "distance"),
+             "\nSuccess rate:\n", report.markdown_table(summaries, suite.name, "success_rate"),
+             "\nMSS (the flow-matching paper's multi-scale spectral distance, dB):\n",
+             report.markdown_table(summaries, suite.name, "mss"),
+             "\nRMS-envelope cosine similarity:\n",
+             report.markdown_table(summaries, suite.name, "envelope_cosine")]
+    if suite.params is not None:
+        parts += ["\nParameter MAE (normalised):\n",
+                  report.markdown_table(summaries, suite.name, "param_mae")]
+    parts += ["\nMean renders per target:\n",
+              report.markdown_table(summaries, suite.name, "mean_renders"),
+              "\nWall time (s, all targets):\n",
+              report.markdown_table(summaries, suite.name, "wall_s")]
+    return "\n".join(parts) + "\n"
+
+
+def grid(args: Args, suite, jobs, cells, slug: str) -> None:
+    """Spectrograms of the first targets and each method's match at (up to) 100 renders."""
+    n = min(args.grid_targets, len(suite))
+    matches = {}
+    for job in jobs:
+        mine = [c for c in cells if c["suite"] == suite.name and c["method"] == job.method.name]
+        cell = max((c for c in mine if c["budget"] <= 100), key=lambda c: c["budget"],
+                   default=None) or min(mine, key=lambda c: c["budget"])
+        params = torch.tensor([t["params"] for t in cell["targets"][:n]])
+        with torch.no_grad():
+            matches[f"{job.method.name} ({cell['budget']})"] = \
+                job.synth.render(params).cpu().numpy()
+    if matches:
+        report.plot_spectrogram_grid(suite.audio[:n].numpy(), matches, suite.sample_rate,
+                                     args.out / f"{slug}_grid.png",
+                                     target_names=suite.target_names[:n], title=suite.name)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(tyro.cli(Args)))
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,100 @@
+"""A trained PPO or SAC policy (``experiments/train_ppo.py`` / ``train_sac.py``): one episode
+per target, through the env's own batched core, so the policy sees exactly what it was trained
+on. The core's synth is a view of the render meter: the episode's first render and every step
+count, and a warm-started run's prior samples count too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from synthmatch.leaderboard.meter import RenderMeter
+from synthmatch.leaderboard.methods.base import MatchTask, Method, best_so_far
+from synthmatch.leaderboard.methods.prior import PriorMethod
+from synthmatch.synths import Synth
+
+
+class MeteredSynth(Synth):
+    """A synth whose every render goes through a :class:`RenderMeter` (row ``i`` is target
+    ``i``'s render)."""
+
+    def __init__(self, meter: RenderMeter):
+        super().__init__(meter.synth.params, meter.synth.probe, meter.device)
+        self.meter = meter
+        self.name = meter.synth.name
+
+    def _render(self, params: Tensor) -> Tensor:
+        return self.meter.render(params)
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """``runs/<name>`` for ``runs/<name>/model.zip`` or ``runs/<name>/checkpoints/x.zip``."""
+    parent = checkpoint.parent
+    return parent.parent if parent.name == "checkpoints" else parent
+
+
+class RLPolicy(Method):
+    """One episode of a trained policy per target, deterministic actions.
+
+    Args:
+        checkpoint: ``model.zip`` or ``checkpoints/latest.zip`` of a training run; the run's
+            ``config.json`` gives the env id, step size and warm start.
+        device: Where the policy runs.
+    """
+
+    name = "rl"
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu"):
+        from synthmatch.agents.training import ALGORITHMS, read_config
+
+        self.checkpoint = Path(checkpoint)
+        if not self.checkpoint.is_file():
+            raise FileNotFoundError(f"RL checkpoint {self.checkpoint} does not exist")
+        self.config = read_config(run_dir_of(self.checkpoint))
+        if "env_id" not in self.config or "algo" not in self.config:
+            raise ValueError(f"{self.checkpoint}: its run has no config.json with env_id and "
+                             "algo (is it a train_ppo.py / train_sac.py run?)")
+        self.env_id = self.config["env_id"]
+        self.model = ALGORITHMS[self.config["algo"]].load(self.checkpoint, device=device)
+        warm = self.config.get("warm_start")
+        self.prior = PriorMethod(warm, device) if warm else None
+        self.k = int(self.config.get("warm_start_k", 1)) if warm else 0
+        self.episode_steps = 50
+        self.min_budget = self.k + 2
+        self.max_budget = self.k + 1 + self.episode_steps
+
+    def settings(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.checkpoint), "algo": self.config["algo"],
+                "env_id": self.env_id, "warm_start": self.config.get("warm_start"),
+                "warm_start_k": self.k, "max_step": self.config.get("max_step"),
+                "timesteps": int(self.model.num_timesteps)}
+
+    def run(self, task: MatchTask) -> Tensor:
+        from synthmatch.envs.core import SynthMatchCore
+
+        meter, b = task.meter, task.num_targets
+        max_step = self.config.get("max_step")
+        core = SynthMatchCore(b, MeteredSynth(meter), device=meter.device,
+                              **({"max_step": max_step} if max_step else {}))
+        start: Any = "default"
+        if self.prior is not None:
+            start = self.prior.best_of(task, self.k)[0][:, 0]
+        audio = task.target_audio.cpu().numpy()
+        core.reset_envs(torch.arange(b), options={
+            "target_audio": list(audio), "target_sample_rate": task.synth.sample_rate,
+            "start": start})
+        done = np.zeros(b, dtype=bool)
+        for _ in range(self.episode_steps):
+            if int(meter.remaining().min()) == 0 or done.all():
+                break
+            obs = {k: v.cpu().numpy() for k, v in core.observation().items()}
+            actions = np.asarray(self.model.predict(obs, deterministic=True)[0],
+                                 dtype=np.float32)
+            actions[done] = 0.0  # a finished episode keeps still (its renders still count)
+            done |= core.step(torch.as_tensor(actions)).terminated.cpu().numpy()
+        return best_so_far(meter)

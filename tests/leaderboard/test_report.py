@@ -1,0 +1,196 @@
+"""Tests of the leaderboard report: summaries, Markdown tables, CSV/JSON files and figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from synthmatch.leaderboard.report import (
+    METRICS,
+    markdown_table,
+    plot_curves,
+    plot_spectrogram_grid,
+    summarize,
+    write_csv,
+    write_json,
+)
+
+SUITE = "bench-v1/subtractive-id"
+OTHER = "bench-v1/fm-ood"
+
+
+def _cell(suite, method, budget, distances, params=None, wall_s=3.0):
+    """A cell whose targets have the given distances (success = distance < 0.2)."""
+    params = params if params is not None else [None] * len(distances)
+    targets = [
+        {"target": f"t{i:03d}", "distance": d, "success": d < 0.2, "mss": 10 * d,
+         "envelope_cosine": 1.0 - d, "param_mae": p, "renders": min(budget, 1 + i)}
+        for i, (d, p) in enumerate(zip(distances, params, strict=True))
+    ]
+    return {"suite": suite, "method": method, "budget": budget, "wall_s": wall_s,
+            "targets": targets}
+
+
+@pytest.fixture(scope="module")
+def summaries():
+    # Deliberately out of order: summaries are sorted by suite, first-seen method, budget.
+    cells = [
+        _cell(OTHER, "nearest", 1, [0.5, 0.7, 0.9]),
+        _cell(OTHER, "prior", 1, [0.5, 0.7, 0.9]),
+        _cell(SUITE, "random", 1, [0.4, 0.6, 0.8], params=[0.3, 0.4, 0.5]),
+        _cell(SUITE, "cmaes", 16, [0.05, 0.15, 0.9], params=[0.0, 0.1, 0.2], wall_s=6.0),
+        _cell(SUITE, "cmaes", 1, [0.1, 0.3, 0.5], params=[0.1, 0.2, 0.3]),
+    ]
+    return summarize(cells, seed=0)
+
+
+def _table(text):
+    """Markdown table -> (header cells, {row name: cells})."""
+    lines = text.strip().splitlines()
+    split = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert set(lines[1]) <= set("|-:")
+    return split[0], {row[0]: row[1:] for row in split[2:]}
+
+
+def _text(summary, metric="distance"):
+    lo, med, hi = (summary[f"{metric}_{k}"] for k in ("lo", "median", "hi"))
+    return f"{med:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def test_summarize_order_and_medians(summaries):
+    keys = [(s["suite"], s["method"], s["budget"]) for s in summaries]
+    assert keys == [(OTHER, "nearest", 1), (OTHER, "prior", 1), (SUITE, "random", 1),
+                    (SUITE, "cmaes", 1), (SUITE, "cmaes", 16)]
+    cmaes16 = summaries[4]
+    assert cmaes16["n"] == 3
+    assert cmaes16["distance_median"] == pytest.approx(0.15)
+    assert cmaes16["mss_median"] == pytest.approx(1.5)
+    assert cmaes16["envelope_cosine_median"] == pytest.approx(0.85)
+    assert cmaes16["param_mae_median"] == pytest.approx(0.1)
+    assert cmaes16["success_rate"] == pytest.approx(2 / 3)
+    assert cmaes16["mean_renders"] == pytest.approx(2.0)  # renders 1, 2, 3
+    assert cmaes16["max_renders"] == 3
+    assert cmaes16["wall_s"] == 6.0
+    assert cmaes16["wall_s_per_target"] == pytest.approx(2.0)
+    for s in summaries:
+        for metric in ("distance", "mss", "envelope_cosine"):
+            assert s[f"{metric}_lo"] <= s[f"{metric}_median"] <= s[f"{metric}_hi"]
+
+
+def test_summarize_param_mae_none_without_true_parameters(summaries):
+    for s in summaries:
+        present = s["suite"] == SUITE
+        for k in ("median", "lo", "hi"):
+            assert (s[f"param_mae_{k}"] is not None) == present
+
+
+def test_summarize_rejects_duplicates_and_empty_cells():
+    with pytest.raises(ValueError, match="duplicate"):
+        summarize([_cell(SUITE, "cmaes", 1, [0.1, 0.2]), _cell(SUITE, "cmaes", 1, [0.3, 0.4])])
+    with pytest.raises(ValueError, match="no targets"):
+        summarize([_cell(SUITE, "cmaes", 1, [])])
+
+
+def test_markdown_bolds_lowest_distance_and_marks_missing(summaries):
+    header, rows = _table(markdown_table(summaries, SUITE))
+    assert header == ["Method", "1 render", "16 renders"]
+    assert list(rows) == ["random", "cmaes"]
+    assert rows["cmaes"] == [f"**{_text(summaries[3])}**", f"**{_text(summaries[4])}**"]
+    assert rows["random"] == [_text(summaries[2]), "–"]
+
+
+def test_markdown_bolds_highest_success_and_higher_is_better_metrics(summaries):
+    _, rows = _table(markdown_table(summaries, SUITE, "success_rate"))
+    assert rows == {"random": ["0%", "–"], "cmaes": ["**33%**", "**67%**"]}
+    assert METRICS["envelope_cosine"][1] is True
+    _, rows = _table(markdown_table(summaries, SUITE, "envelope_cosine", budgets=[1]))
+    # cmaes has the lower distance, so the higher envelope cosine.
+    assert rows["cmaes"][0].startswith("**") and not rows["random"][0].startswith("**")
+
+
+def test_markdown_ties_selection_and_unavailable(summaries):
+    _, rows = _table(markdown_table(summaries, OTHER))
+    assert all(cells[0].startswith("**") for cells in rows.values())  # identical data
+    _, rows = _table(markdown_table(summaries, OTHER, "param_mae"))
+    assert rows == {"nearest": ["n/a"], "prior": ["n/a"]}
+    header, rows = _table(markdown_table(summaries, SUITE, methods=["cmaes", "rl"],
+                                         budgets=[16, 1000]))
+    assert header == ["Method", "16 renders", "1000 renders"]
+    assert rows == {"cmaes": [f"**{_text(summaries[4])}**", "–"], "rl": ["–", "–"]}
+
+
+def test_markdown_plain_columns_have_no_bold(summaries):
+    for metric in ("mean_renders", "wall_s"):
+        text = markdown_table(summaries, SUITE, metric)
+        assert "**" not in text
+    _, rows = _table(markdown_table(summaries, SUITE, "wall_s"))
+    assert rows["cmaes"] == ["3.00", "6.00"]
+
+
+def test_markdown_rejects_unknown_metric_and_suite(summaries):
+    with pytest.raises(ValueError, match="unknown metric"):
+        markdown_table(summaries, SUITE, "loudness")
+    with pytest.raises(ValueError, match="no summaries"):
+        markdown_table(summaries, "bench-v1/none")
+
+
+def test_csv_round_trip(summaries, tmp_path):
+    path = tmp_path / "out" / "summary.csv"
+    write_csv(summaries, path)
+    assert [p.name for p in path.parent.iterdir()] == ["summary.csv"]  # no temp file left
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["suite"], r["method"], int(r["budget"])) for r in rows] == [
+        (s["suite"], s["method"], s["budget"]) for s in summaries]
+    for row, s in zip(rows, summaries, strict=True):
+        assert float(row["distance_median"]) == pytest.approx(s["distance_median"])
+        assert float(row["success_rate"]) == pytest.approx(s["success_rate"])
+        assert (row["param_mae_median"] == "") == (s["param_mae_median"] is None)
+
+
+def test_json_holds_meta_and_summaries(summaries, tmp_path):
+    path = tmp_path / "summary.json"
+    meta = {"version": "bench-v1", "seed": 0, "methods": ["cmaes", "random"]}
+    write_json(summaries, meta, path)
+    data = json.loads(path.read_text())
+    assert data["meta"] == meta
+    assert data["summaries"] == summaries
+    write_json([{"x": float("nan"), "y": [float("inf"), 1.0]}], {}, path)
+    assert json.loads(path.read_text())["summaries"] == [{"x": None, "y": [None, 1.0]}]
+
+
+def test_plot_curves_writes_png(summaries, tmp_path):
+    matplotlib_image = pytest.importorskip("matplotlib.image")
+    path = tmp_path / "curves.png"
+    # random has a single budget (drawn as a point with an error bar), cmaes two.
+    plot_curves(summaries, SUITE, path, figsize=(2.0, 1.5), dpi=50)
+    assert path.stat().st_size > 0
+    assert matplotlib_image.imread(path).shape[:2] == (75, 100)
+    plot_curves(summaries, SUITE, path, metric="success_rate", figsize=(2.0, 1.5), dpi=50)
+    with pytest.raises(ValueError, match="unknown metric"):
+        plot_curves(summaries, SUITE, path, metric="loudness")
+
+
+def test_plot_spectrogram_grid_writes_png(tmp_path):
+    matplotlib_image = pytest.importorskip("matplotlib.image")
+    sr, n = 8000, 2
+    t = np.arange(2048) / sr
+    target = np.stack([np.sin(2 * np.pi * f * t) for f in (220.0, 880.0)]).astype(np.float32)
+    matches = {"cmaes": 0.5 * target, "random": np.zeros_like(target)}
+    path = tmp_path / "grid.png"
+    plot_spectrogram_grid(target, matches, sr, path, target_names=["a", "b"], title="grid",
+                          cell_size=(1.0, 1.0), dpi=40)
+    assert path.stat().st_size > 0
+    assert matplotlib_image.imread(path).shape[:2] == (n * 40, 3 * 40)
+    with pytest.raises(ValueError, match="shape"):
+        plot_spectrogram_grid(target, {"cmaes": target[:1]}, sr, path)
+
+
+def test_plots_name_the_extra_without_matplotlib(summaries, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"synthmatch\[leaderboard\]"):
+        plot_curves(summaries, SUITE, tmp_path / "curves.png")
