@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from synthmatch.leaderboard.methods.base import MatchTask, Method, best_so_far
-from synthmatch.leaderboard.methods.gradient import GRADIENT_LR, STEPS_PER_START, adam_search
+from synthmatch.leaderboard.methods.gradient import STEPS_PER_START, adam_search
 from synthmatch.leaderboard.methods.search import cmaes_search
 
 # Samples drawn before a hybrid starts refining (16: the prior's best of 16 is where its
@@ -85,13 +85,18 @@ class PriorCMAES(PriorMethod):
     name = "prior+cmaes"
     min_budget = HYBRID_K + 2
 
+    def __init__(self, prior_path: str | Path, device: str = "cpu", *,
+                 sigma0: float = PRIOR_CMAES_SIGMA0):
+        super().__init__(prior_path, device)
+        self.sigma0 = sigma0
+
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "k": HYBRID_K, "sigma0": PRIOR_CMAES_SIGMA0,
+        return {**super().settings(), "k": HYBRID_K, "sigma0": self.sigma0,
                 "restarts": "IPOP"}
 
     def run(self, task: MatchTask) -> Tensor:
         ranked, _ = self.best_of(task, HYBRID_K)
-        cmaes_search(task, ranked[:, 0], PRIOR_CMAES_SIGMA0, seed_offset=1)
+        cmaes_search(task, ranked[:, 0], self.sigma0, seed_offset=1)
         return best_so_far(task.meter)
 
 
@@ -101,15 +106,19 @@ class PriorGradient(PriorMethod):
     name = "prior+gradient"
     min_budget = HYBRID_K + 2
 
+    def __init__(self, prior_path: str | Path, device: str = "cpu", *,
+                 lr: float = PRIOR_GRADIENT_LR, steps_per_start: int = STEPS_PER_START):
+        super().__init__(prior_path, device)
+        self.lr, self.steps_per_start = lr, steps_per_start
+
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "k": HYBRID_K, "lr": PRIOR_GRADIENT_LR,
-                "steps_per_start": STEPS_PER_START}
+        return {**super().settings(), "k": HYBRID_K, "lr": self.lr,
+                "steps_per_start": self.steps_per_start}
 
     def run(self, task: MatchTask) -> Tensor:
         ranked, _ = self.best_of(task, HYBRID_K)
-        adam_search(task, lambda r: ranked[:, r % HYBRID_K], lr=PRIOR_GRADIENT_LR,
-                    steps_per_start=STEPS_PER_START)
+        adam_search(task, lambda r: ranked[:, r % HYBRID_K], lr=self.lr,
+                    steps_per_start=self.steps_per_start)
         return best_so_far(task.meter)
 
 
-__all__ = ["GRADIENT_LR", "Prior", "PriorCMAES", "PriorGradient"]

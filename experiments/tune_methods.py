@@ -1,0 +1,95 @@
+"""Tune the leaderboard methods' settings on validation targets, never on a benchmark suite.
+
+Validation targets are random presets of an env drawn from its held-out evaluation seeds
+(``1_000_000 + i``, the targets ``evaluate.py`` uses), so they share the suites' distribution
+but none of their seeds. Each setting runs once at the largest budget and is read at every
+smaller one; the output is a table of median perceptual distances.
+
+    python experiments/tune_methods.py --help
+    python experiments/tune_methods.py --env-id SynthMatch-v0 --grid gradient-lr
+    python experiments/tune_methods.py --grid prior-cmaes-sigma0 --prior runs/prior/x/prior.pt
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from synthmatch.agents.evaluation import HELD_OUT_SEED
+from synthmatch.envs.registration import env_synth
+from synthmatch.leaderboard.harness import Job, run_chunk
+from synthmatch.leaderboard.methods.gradient import Gradient
+from synthmatch.leaderboard.methods.prior import PriorCMAES, PriorGradient
+from synthmatch.leaderboard.methods.search import CMAES
+from synthmatch.leaderboard.suites import Suite
+
+GRIDS = {
+    "gradient-lr": lambda a: [Gradient(lr=v) for v in (0.003, 0.01, 0.03, 0.1)],
+    "cmaes-sigma0": lambda a: [CMAES(sigma0=v) for v in (0.1, 0.2, 0.3, 0.5)],
+    "prior-cmaes-sigma0": lambda a: [PriorCMAES(a.prior, sigma0=v)
+                                     for v in (0.02, 0.05, 0.1, 0.2)],
+    "prior-gradient-lr": lambda a: [PriorGradient(a.prior, lr=v)
+                                    for v in (0.003, 0.01, 0.03)],
+}
+
+
+@dataclass
+class Args:
+    """Compare settings of one method on an env's held-out validation targets."""
+
+    grid: str = "gradient-lr"
+    """which setting to vary: gradient-lr, cmaes-sigma0, prior-cmaes-sigma0,
+    prior-gradient-lr"""
+    env_id: str = "SynthMatch-v0"
+    """env whose synth makes the targets and matches them"""
+    targets: int = 32
+    """validation targets (held-out seeds 1,000,000...)"""
+    budgets: tuple[int, ...] = (16, 100)
+    """renders per target at which results are read"""
+    prior: Path | None = None
+    """prior checkpoint, for the prior-* grids"""
+    seed: int = 0
+    """seed of the methods' random draws"""
+
+
+def validation_targets(env_id: str, n: int) -> tuple[Suite, object]:
+    synth = env_synth(env_id)
+    u = torch.cat([synth.params.sample(1, torch.Generator().manual_seed(HELD_OUT_SEED + i))
+                   for i in range(n)])
+    with torch.no_grad():
+        audio = synth.render(u)
+    suite = Suite("validation", audio, [f"v{i:03d}" for i in range(n)], synth.sample_rate,
+                  synth.probe.to_dict(), env_id, u, list(synth.params.names), {})
+    return suite, synth
+
+
+def main(args: Args) -> int:
+    if args.grid not in GRIDS:
+        print(f"tune_methods.py: error: unknown grid {args.grid!r}; known: {', '.join(GRIDS)}",
+              file=sys.stderr)
+        return 2
+    if args.grid.startswith("prior") and args.prior is None:
+        print("tune_methods.py: error: --prior is needed for this grid", file=sys.stderr)
+        return 2
+    suite, synth = validation_targets(args.env_id, args.targets)
+    budgets = sorted(args.budgets)
+    print(f"{args.targets} validation targets of {args.env_id} (seeds {HELD_OUT_SEED}...), "
+          f"median perceptual distance")
+    print("| setting | " + " | ".join(f"{b} renders" for b in budgets) + " |")
+    print("|---|" + "---:|" * len(budgets))
+    for method in GRIDS[args.grid](args):
+        result = run_chunk(Job(suite, method, synth, budgets, args.seed), 0, suite)["budgets"]
+        medians = [np.median([t["distance"] for t in result[str(b)]["targets"]])
+                   for b in budgets]
+        print(f"| {method.settings()} | " + " | ".join(f"{m:.3f}" for m in medians) + " |",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(tyro.cli(Args)))

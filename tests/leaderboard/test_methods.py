@@ -1,0 +1,174 @@
+"""Every leaderboard method on a tiny suite: renders counted exactly, budgets never exceeded,
+results reproducible, and one run giving every smaller budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from synthmatch.envs.registration import env_synth
+from synthmatch.leaderboard.harness import Job, method_budgets, run_chunk
+from synthmatch.leaderboard.meter import BudgetExceeded, RenderMeter
+from synthmatch.leaderboard.methods import METHODS, MatchTask
+from synthmatch.leaderboard.suites import load_suite, write_suite
+from synthmatch.rewards import PerceptualDistance
+
+pytest.importorskip("cma")
+pytest.importorskip("librosa")
+
+ENV = "SynthMatch-Easy-v0"
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return env_synth(ENV)
+
+
+@pytest.fixture(scope="module")
+def suite(synth, tmp_path_factory):
+    """Three targets of the Easy env's synth, written and loaded like a published suite."""
+    u = synth.params.sample(3, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        audio = synth.render(u).numpy()
+    root = tmp_path_factory.mktemp("suites")
+    write_suite("test-v1/tiny", audio, sample_rate=synth.sample_rate,
+                probe=synth.probe.to_dict(), description="test", made_by="tests", env_id=ENV,
+                params=u.numpy(), param_names=list(synth.params.names), root=root)
+    return load_suite("test-v1/tiny", root)
+
+
+def run(method, synth, suite, budget: int, seed: int = 0) -> RenderMeter:
+    meter = RenderMeter(synth, PerceptualDistance(synth.sample_rate), suite.audio, budget,
+                        stops=(1, 4, budget))
+    presets = method.run(MatchTask(synth, meter, seed))
+    meter.check_rendered(presets)
+    return meter
+
+
+@pytest.fixture(scope="module")
+def prior_path(synth, tmp_path_factory):
+    pytest.importorskip("flow_matching")
+    from tests.agents.test_prior import tiny_prior
+
+    path = tmp_path_factory.mktemp("prior") / "prior.pt"
+    prior = tiny_prior(synth)
+    prior.config.data = {"synth": synth.name}
+    torch.save(prior.checkpoint(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset_path(tmp_path_factory):
+    pytest.importorskip("h5py")
+    from synthmatch.data import DatasetConfig, write_dataset
+    from synthmatch.envs.registration import env_settings
+
+    name, free, _ = env_settings(ENV)
+    root = tmp_path_factory.mktemp("data") / "easy"
+    write_dataset(DatasetConfig(name, n=96, free_params=free, shard_size=32), root,
+                  workers=1, progress=False)
+    return root
+
+
+def make(name: str, prior_path=None, dataset_path=None):
+    if name == "nearest":
+        return METHODS[name](dataset_path)
+    if name.startswith("prior"):
+        return METHODS[name](prior_path)
+    return METHODS[name]()
+
+
+SEARCH = ["default", "random", "cmaes", "gradient", "nearest", "prior", "prior+cmaes",
+          "prior+gradient"]
+
+
+@pytest.mark.parametrize("name", SEARCH)
+def test_renders_are_counted_exactly_and_results_repeat(name, synth, suite, request):
+    needs = {"nearest": "dataset_path"}.get(name, "prior_path" if "prior" in name else None)
+    kwargs = {needs: request.getfixturevalue(needs)} if needs else {}
+    method = make(name, **kwargs)
+    budget = 20 if name.startswith("prior+") else 10
+    meter = run(method, synth, suite, budget)
+    expected = 1 if name == "default" else budget
+    assert meter.used.tolist() == [expected] * len(suite)
+    assert torch.isfinite(meter.history_distance[:, :expected]).all()
+    assert torch.isinf(meter.history_distance[:, expected:]).all()
+    again = run(make(name, **kwargs), synth, suite, budget)
+    assert torch.equal(meter.best(budget)[0], again.best(budget)[0])
+    assert torch.equal(meter.best(budget)[1], again.best(budget)[1])
+    # Best-so-far never gets worse with more renders.
+    assert (meter.best(budget)[1] <= meter.best(max(1, budget // 2))[1]).all()
+
+
+@pytest.mark.parametrize("name", ["random", "cmaes", "gradient"])
+def test_a_smaller_budget_is_a_prefix_of_a_larger_run(name, synth, suite):
+    big = run(METHODS[name](), synth, suite, 12)
+    small = run(METHODS[name](), synth, suite, 5)
+    for got, want in zip(small.best(5)[:3], big.best(5)[:3], strict=True):
+        assert torch.equal(got, want)
+
+
+def test_the_meter_refuses_renders_past_the_budget(synth, suite):
+    meter = RenderMeter(synth, PerceptualDistance(synth.sample_rate), suite.audio, 3)
+    meter.score(synth.params.sample(3 * 2).reshape(3, 2, -1))
+    with pytest.raises(BudgetExceeded, match="target 0 would use 4 renders of its budget of 3"):
+        meter.score(synth.params.sample(3 * 2).reshape(3, 2, -1))
+    assert meter.used.tolist() == [2, 2, 2]  # the refused call rendered nothing
+    owners = torch.tensor([1])
+    meter.score(synth.params.sample(1), owners)
+    assert meter.used.tolist() == [2, 3, 2]
+    with pytest.raises(BudgetExceeded):
+        meter.score(synth.params.sample(1), owners)
+
+
+def test_the_meter_scores_like_the_env_distance(synth, suite):
+    distance = PerceptualDistance(synth.sample_rate)
+    meter = RenderMeter(synth, distance, suite.audio, 2)
+    u = synth.params.sample(3)
+    d = meter.score(u[:, None])[:, 0]
+    with torch.no_grad():
+        assert torch.allclose(d, distance(synth.render(u), suite.audio), atol=1e-5)
+    # The true parameters reproduce the target up to its 16-bit storage.
+    assert (meter.score(suite.params[:, None])[:, 0] < 0.05).all()
+
+
+def test_a_preset_that_was_never_rendered_is_refused(synth, suite):
+    meter = run(METHODS["random"](), synth, suite, 4)
+    with pytest.raises(RuntimeError, match="never rendered"):
+        meter.check_rendered(torch.full((3, synth.num_params), 0.123))
+
+
+def test_method_budgets_stop_where_a_method_has_nothing_more_to_do():
+    assert method_budgets(METHODS["default"](), [1, 16, 100]) == [1]
+    assert method_budgets(METHODS["cmaes"](), [1, 16, 100]) == [16, 100]
+    assert method_budgets(METHODS["random"](), [100, 1, 16, 16]) == [1, 16, 100]
+
+
+def test_run_chunk_reports_every_metric_per_budget(synth, suite):
+    job = Job(suite, METHODS["random"](), synth, [1, 4], seed=3)
+    result = run_chunk(job, 0, suite)["budgets"]
+    assert set(result) == {"1", "4"}
+    for b in ("1", "4"):
+        rows = result[b]["targets"]
+        assert [r["target"] for r in rows] == suite.target_names
+        assert all(r["renders"] == int(b) and r["param_mae"] is not None and r["mss"] >= 0
+                   and -1 <= r["envelope_cosine"] <= 1 for r in rows)
+    assert all(r4["distance"] <= r1["distance"] for r1, r4 in
+               zip(result["1"]["targets"], result["4"]["targets"], strict=True))
+
+
+@pytest.mark.slow
+def test_rl_counts_its_episode_and_stops_at_the_budget(synth, suite, tmp_path):
+    from tests.agents.test_training import run_script
+
+    logs = tmp_path / "runs"
+    run_script("train_ppo.py", "--env-id", ENV, "--total-timesteps", "64", "--n-steps", "16",
+               "--batch-size", "32", "--n-epochs", "1", "--num-envs", "4",
+               "--eval-targets", "2", "--log-dir", str(logs), "--run-name", "tiny")
+    method = METHODS["rl"](logs / "tiny" / "model.zip")
+    assert method.env_id == ENV and method.max_budget == 51
+    meter = run(method, synth, suite, 6)
+    assert meter.used.tolist() == [6, 6, 6]  # the start render and 5 steps
+    whole = run(METHODS["rl"](logs / "tiny" / "model.zip"), synth, suite, 60)
+    assert (whole.used <= 51).all() and (whole.used >= 2).all()
+    assert torch.equal(whole.best(6)[0], meter.best(6)[0])
