@@ -1,0 +1,68 @@
+"""experiments/leaderboard.py end to end on the quick suite, its cache and its errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from tests.data.helpers import run_script
+
+pytest.importorskip("cma")
+pytest.importorskip("librosa")
+
+QUICK = ["--suites", "bench-v1/quick", "--methods", "default", "random", "cmaes", "gradient",
+         "--budgets", "1", "4", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp_path):
+    out = tmp_path / "lb"
+    first = run_script("leaderboard.py", *QUICK, "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    stem = out / "bench-v1__quick"
+    table = (stem.with_suffix(".md")).read_text()
+    assert "| cmaes | – | " in table and "| default | " in table
+    rows = list(csv.DictReader(stem.with_suffix(".csv").read_text().splitlines()))
+    assert {(r["method"], r["budget"]) for r in rows} == {
+        ("default", "1"), ("random", "1"), ("random", "4"), ("cmaes", "4"), ("gradient", "4")}
+    assert all(float(r["max_renders"]) <= int(r["budget"]) for r in rows)
+    data = json.loads(stem.with_suffix(".json").read_text())
+    assert data["meta"]["torch"] == torch.__version__ and data["meta"]["seed"] == 0
+    assert data["meta"]["git_commit"] and data["meta"]["targets"] == 6
+    for png in ("_curve.png", "_grid.png"):
+        assert (out / f"bench-v1__quick{png}").stat().st_size > 1000
+    # A second run reads every chunk from the cache and gives the same table.
+    again = run_script("leaderboard.py", *QUICK, "--out", str(out))
+    assert again.returncode == 0 and stem.with_suffix(".md").read_text() == table
+
+
+def test_help_and_clear_errors(tmp_path):
+    assert run_script("leaderboard.py", "--help").returncode == 0
+    for args, message in [
+        (["--suites", "bench-v9/x"], "unknown suite 'bench-v9/x'"),
+        (["--suites", "bench-v1/quick", "--methods", "magic"], "unknown method(s) ['magic']"),
+        (["--suites", "bench-v1/quick", "--budgets", "0"], "budgets must be positive"),
+    ]:
+        result = run_script("leaderboard.py", *args, "--out", str(tmp_path))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().startswith("leaderboard.py: error: ")
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_prior_of_another_synth_is_refused(tmp_path):
+    pytest.importorskip("flow_matching")
+    from synthmatch.synths import make_synth
+    from tests.agents.test_prior import tiny_prior
+
+    fm = make_synth("fm")
+    prior = tiny_prior(fm)
+    prior.config.data = {"synth": "fm"}
+    path = tmp_path / "fm_prior.pt"
+    torch.save(prior.checkpoint(), path)
+    result = run_script("leaderboard.py", "--suites", "bench-v1/quick", "--methods", "prior",
+                        "--prior", str(path), "--out", str(tmp_path / "lb"))
+    assert result.returncode == 2
+    assert f"prior {path} fits none of the suites' synths (SynthMatch-v0)" in result.stderr

@@ -1,0 +1,97 @@
+"""Benchmark suites: published ones load, verify and reproduce; tampering is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from synthmatch.agents.evaluation import HELD_OUT_SEED
+from synthmatch.envs.registration import env_synth
+from synthmatch.leaderboard.suites import (
+    PUBLISHED,
+    SUITE_ROOT,
+    SuiteError,
+    available_suites,
+    load_suite,
+    write_suite,
+)
+from synthmatch.rewards import PerceptualDistance
+
+pytest.importorskip("soundfile")
+
+
+def test_every_published_suite_is_present_and_pinned():
+    assert set(available_suites()) == set(PUBLISHED)
+    sizes = {name: len(load_suite(name)) for name in PUBLISHED}
+    assert sizes["bench-v1/subtractive-id"] == sizes["bench-v1/fm-id"] == \
+        sizes["bench-v1/torchsynth-id"] == 128
+    cross = [n for n in PUBLISHED if "cross" in n]
+    assert sum(sizes[n] for n in cross) >= 48
+    assert all(load_suite(n).params is None for n in cross)
+
+
+@pytest.mark.parametrize("name", ["bench-v1/subtractive-id", "bench-v1/fm-id",
+                                  "bench-v1/torchsynth-id"])
+def test_true_parameters_reproduce_the_stored_audio(name):
+    suite = load_suite(name)
+    synth = env_synth(suite.env_id)
+    assert list(synth.params.names) == suite.param_names
+    with torch.no_grad():
+        d = PerceptualDistance(synth.sample_rate)(synth.render(suite.params[:16]),
+                                                  suite.audio[:16])
+    # Not bit-exact (16-bit storage adds noise to quiet tails, parameters are kept to 7
+    # decimals, torchsynth's noise differs per batch slot): a floor of 0.003-0.04, far inside
+    # the success threshold of 0.2.
+    assert d.max() < 0.05
+
+
+def test_seed_ranges_are_disjoint_from_each_other_and_from_evaluation():
+    ranges = [load_suite(n).manifest["seed_range"] for n in PUBLISHED if "cross" not in n]
+    ranges.append([HELD_OUT_SEED, HELD_OUT_SEED + 100_000])
+    ranges.sort()
+    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+
+
+def test_a_changed_audio_file_is_refused(tmp_path):
+    copy = tmp_path / "quick"
+    shutil.copytree(SUITE_ROOT / "bench-v1/quick", copy)
+    assert len(load_suite(str(copy))) == 6  # an unpublished copy loads by path
+    path = copy / "audio" / "t002.flac"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(SuiteError, match="t002.flac does not match its sha256"):
+        load_suite(str(copy))
+
+
+def test_a_changed_published_manifest_is_refused(tmp_path):
+    root = tmp_path / "suites"
+    shutil.copytree(SUITE_ROOT / "bench-v1/quick", root / "bench-v1/quick")
+    manifest = root / "bench-v1/quick/manifest.json"
+    data = json.loads(manifest.read_text())
+    data["targets"][0]["params"][0] = 0.5
+    manifest.write_text(json.dumps(data, indent=1) + "\n")
+    with pytest.raises(SuiteError, match="differs from the published bench-v1/quick"):
+        load_suite("bench-v1/quick", root)
+
+
+def test_unknown_suites_name_the_available_ones():
+    with pytest.raises(SuiteError, match="unknown suite 'bench-v9/x'; available: .*quick"):
+        load_suite("bench-v9/x")
+
+
+def test_write_suite_round_trips_and_never_overwrites(tmp_path):
+    audio = np.sin(np.linspace(0, 2000, 1600, dtype=np.float32))[None].repeat(2, 0) * 0.5
+    path = write_suite("t-v1/a", audio, sample_rate=1600, probe={}, description="d",
+                       made_by="m", root=tmp_path)
+    suite = load_suite("t-v1/a", tmp_path)
+    assert suite.target_names == ["t000", "t001"] and suite.params is None
+    assert np.abs(suite.audio.numpy() - audio).max() <= 2 ** -15
+    with pytest.raises(SuiteError, match="exists"):
+        write_suite("t-v1/a", audio, sample_rate=1600, probe={}, description="d",
+                    made_by="m", root=tmp_path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a"]  # no temporary left
