@@ -20,6 +20,7 @@ fits no suite), 130 Ctrl-C.
 
 from __future__ import annotations
 
+import os
 import platform
 import shlex
 import subprocess
@@ -74,6 +75,11 @@ class Args:
     """targets shown in each suite's spectrogram grid"""
     out: Path = Path("leaderboard")
     """output directory: tables, CSV, JSON, plots and the cache"""
+    doc: Path | None = None
+    """also regenerate this Markdown page (docs/leaderboard.md) from every suite's results in
+    --out, with the hand-written reading from --reading"""
+    reading: Path = Path("docs/leaderboard_reading.md")
+    """hand-written reading of the results, included in --doc"""
     progress: bool = True
     """show a progress bar"""
 
@@ -81,6 +87,18 @@ class Args:
 def fail(message: str) -> int:
     print(f"leaderboard.py: error: {message}", file=sys.stderr)
     return 2
+
+
+def machine() -> str:
+    """CPU model, threads and Python version (the processor name from /proc/cpuinfo)."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    return (f"{model}, {os.cpu_count()} logical cores, torch {torch.get_num_threads()} "
+            f"threads, Python {platform.python_version()}")
 
 
 def git_commit() -> str | None:
@@ -196,6 +214,11 @@ def main(args: Args) -> int:
               "same command to resume", file=sys.stderr)
         return 130
     write_outputs(args, suites, jobs, cells, time.time() - started)
+    if args.doc is not None:
+        from synthmatch.leaderboard.document import write_document
+
+        write_document(args.out, args.doc, args.reading, DEFAULT_SUITES)
+        print(f"wrote {args.doc}")
     return 0
 
 
@@ -204,8 +227,7 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
     meta = {
         "command": "python experiments/leaderboard.py " + shlex.join(sys.argv[1:]),
         "synthmatch": synthmatch.__version__, "torch": torch.__version__,
-        "git_commit": git_commit(), "machine": f"{platform.machine()} {platform.processor()}"
-        f", {torch.get_num_threads()} threads, {platform.python_version()}",
+        "git_commit": git_commit(), "machine": machine(),
         "device": args.device, "seed": args.seed, "budgets": list(args.budgets),
         "elapsed_s": round(elapsed, 1),
         "methods": {f"{j.suite.name} {j.method.name}": j.method.settings() for j in jobs},

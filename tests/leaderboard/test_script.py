@@ -35,8 +35,12 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
     for png in ("_curve.png", "_grid.png"):
         assert (out / f"bench-v1__quick{png}").stat().st_size > 1000
     # A second run reads every chunk from the cache and gives the same table.
-    again = run_script("leaderboard.py", *QUICK, "--out", str(out))
+    doc = tmp_path / "docs" / "leaderboard.md"
+    again = run_script("leaderboard.py", *QUICK, "--out", str(out), "--doc", str(doc))
     assert again.returncode == 0 and stem.with_suffix(".md").read_text() == table
+    page = doc.read_text()
+    assert "## bench-v1/quick (6 targets)" in page and "--budgets 1 4" in page
+    assert "](../lb/bench-v1__quick_curve.png)" in page
 
 
 def test_help_and_clear_errors(tmp_path):
