@@ -172,3 +172,11 @@ def test_rl_counts_its_episode_and_stops_at_the_budget(synth, suite, tmp_path):
     whole = run(METHODS["rl"](logs / "tiny" / "model.zip"), synth, suite, 60)
     assert (whole.used <= 51).all() and (whole.used >= 2).all()
     assert torch.equal(whole.best(6)[0], meter.best(6)[0])
+
+
+def test_files_are_matched_to_the_synth_they_were_made_for(synth, prior_path, dataset_path):
+    from synthmatch.synths import make_synth
+
+    for method in (METHODS["nearest"](dataset_path), METHODS["prior"](prior_path)):
+        assert method.matches_synth(synth)
+        assert not method.matches_synth(make_synth("fm"))

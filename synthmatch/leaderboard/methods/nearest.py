@@ -55,7 +55,7 @@ class Nearest(Method):
         names = tuple(self.dataset.param_names)
         return (self.dataset.config.synth == synth.name
                 and set(synth.params.names) <= set(names)
-                and self.dataset.config.probe_note().num_samples == synth.num_samples)
+                and self.dataset.config.probe_note.num_samples == synth.num_samples)
 
     def run(self, task: MatchTask) -> Tensor:
         if self._arrays is None:
