@@ -55,6 +55,9 @@ class Args:
     no suite's synth) are skipped with a note"""
     budgets: tuple[int, ...] = (1, 16, 100, 1000)
     """renders per target (each method runs at every budget it supports)"""
+    cap: tuple[str, ...] = ()
+    """METHOD=BUDGET: run METHOD only up to BUDGET renders per target (to save time; its
+    larger budgets show as "–"), e.g. --cap gradient=100 random=100"""
     prior: tuple[Path, ...] = ()
     """prior checkpoints (prior.pt from train_prior.py), matched to suites by synth"""
     dataset: tuple[Path, ...] = ()
@@ -107,6 +110,18 @@ def git_commit() -> str | None:
                               cwd=Path(__file__).parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def parse_caps(caps: tuple[str, ...]) -> dict[str, int]:
+    """``("gradient=100",)`` -> ``{"gradient": 100}``."""
+    out = {}
+    for cap in caps:
+        name, _, value = cap.partition("=")
+        if name not in METHODS or not value.isdigit() or int(value) < 1:
+            raise ValueError(f"--cap takes METHOD=BUDGET with a known method and a positive "
+                             f"budget, got {cap!r}")
+        out[name] = int(value)
+    return out
 
 
 class Resources:
@@ -166,6 +181,10 @@ def main(args: Args) -> int:
     if not args.budgets or min(args.budgets) < 1:
         return fail("budgets must be positive integers")
     try:
+        caps = parse_caps(args.cap)
+    except ValueError as err:
+        return fail(str(err))
+    try:
         suites = [load_suite(name) for name in args.suites]
     except SuiteError as err:
         return fail(str(err))
@@ -194,7 +213,8 @@ def main(args: Args) -> int:
                 notes.append(f"{suite.name}: {name} skipped ({synth.name} is not "
                              "differentiable)")
                 continue
-            budgets = method_budgets(method, list(args.budgets))
+            budgets = method_budgets(method, [b for b in args.budgets
+                                              if b <= caps.get(name, b)])
             if budgets:
                 jobs.append(Job(suite, method, synth, budgets, args.seed, args.chunk_size))
     for note in notes:

@@ -49,6 +49,7 @@ def test_help_and_clear_errors(tmp_path):
         (["--suites", "bench-v9/x"], "unknown suite 'bench-v9/x'"),
         (["--suites", "bench-v1/quick", "--methods", "magic"], "unknown method(s) ['magic']"),
         (["--suites", "bench-v1/quick", "--budgets", "0"], "budgets must be positive"),
+        (["--suites", "bench-v1/quick", "--cap", "magic=3"], "--cap takes METHOD=BUDGET"),
     ]:
         result = run_script("leaderboard.py", *args, "--out", str(tmp_path))
         assert result.returncode == 2, result.stderr
