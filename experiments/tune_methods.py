@@ -32,7 +32,7 @@ GRIDS = {
     "gradient-lr": lambda a: [Gradient(lr=v) for v in (0.003, 0.01, 0.03, 0.1)],
     "cmaes-sigma0": lambda a: [CMAES(sigma0=v) for v in (0.1, 0.2, 0.3, 0.5)],
     "prior-cmaes-sigma0": lambda a: [PriorCMAES(a.prior, sigma0=v)
-                                     for v in (0.02, 0.05, 0.1, 0.2)],
+                                     for v in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)],
     "prior-gradient-lr": lambda a: [PriorGradient(a.prior, lr=v)
                                     for v in (0.003, 0.01, 0.03)],
 }
