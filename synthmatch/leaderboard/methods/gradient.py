@@ -21,7 +21,9 @@ from torch import Tensor
 
 from synthmatch.leaderboard.methods.base import MatchTask, Method, best_so_far
 
-# Tuned on the env's own held-out targets (seeds 1,000,000...), never on a suite.
+# Tuned on the env's own held-out targets (seeds 1,000,000...), never on a suite:
+# tune_methods.py --grid gradient-lr on 24 targets of SynthMatch-v0 gave a median distance at
+# 100 renders of 0.561 (lr 0.003), 0.413 (0.01), 0.336 (0.03) and 0.448 (0.1).
 GRADIENT_LR = 0.03
 STEPS_PER_START = 100
 
