@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import tyro
 from tqdm.auto import tqdm
@@ -260,14 +261,31 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
             continue
         slug = suite.name.replace("/", "__")
         report.write_csv(mine, args.out / f"{slug}.csv")
-        report.write_json(mine, {**meta, "suite": suite.name,
-                                 "targets": len(suite)}, args.out / f"{slug}.json")
+        report.write_json(mine, {**meta, "suite": suite.name, "targets": len(suite),
+                                 "param_errors": param_errors(suite, cells)},
+                          args.out / f"{slug}.json")
         report.plot_curves(mine, suite.name, args.out / f"{slug}_curve.png")
         grid(args, suite, [j for j in jobs if j.suite is suite], cells, slug)
         text = suite_markdown(suite, mine)
         (args.out / f"{slug}.md").write_text(text)
         print(text)
     print(f"tables, CSV, JSON and plots in {args.out}")
+
+
+def param_errors(suite, cells) -> dict | None:
+    """Mean absolute error of each true parameter for each method at its largest budget:
+    which parameters a method recovers and which it misses (``None`` without true params)."""
+    if suite.params is None:
+        return None
+    true = suite.params.numpy()
+    out = {"param_names": suite.param_names, "methods": {}}
+    for method in dict.fromkeys(c["method"] for c in cells if c["suite"] == suite.name):
+        cell = max((c for c in cells if c["suite"] == suite.name and c["method"] == method),
+                   key=lambda c: c["budget"])
+        params = np.array([t["params"] for t in cell["targets"]])
+        out["methods"][f"{method} ({cell['budget']})"] = \
+            np.abs(params - true).mean(0).round(4).tolist()
+    return out
 
 
 def suite_markdown(suite, summaries) -> str:

@@ -28,6 +28,21 @@ def _provenance(path: str, sha: str) -> str:
     return f"- `{path}` (sha256 `{sha[:16]}…`){settings}"
 
 
+def param_error_table(errors: dict) -> str:
+    """Rows: parameters (worst first for the first method); columns: methods."""
+    methods = list(errors["methods"])
+    values = [errors["methods"][m] for m in methods]
+    lines = ["| parameter | " + " | ".join(methods) + " |",
+             "|---|" + "---:|" * len(methods)]
+    first = values[0]
+    for j in sorted(range(len(errors["param_names"])), key=lambda j: -first[j]):
+        row = [v[j] for v in values]
+        worst = max(row)
+        cells = [f"**{x:.3f}**" if x == worst else f"{x:.3f}" for x in row]
+        lines.append(f"| {errors['param_names'][j]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_document(results: Path, doc: Path, reading: Path, order: tuple[str, ...]) -> None:
     """Write ``doc`` from every ``<suite>.json`` under ``results`` (suites in ``order`` first).
 
@@ -66,6 +81,11 @@ def write_document(results: Path, doc: Path, reading: Path, order: tuple[str, ..
                   report.markdown_table(summaries, name, "mss")]
         if any(s.get("param_mae_median") is not None for s in summaries):
             parts += ["\nParameter MAE:\n", report.markdown_table(summaries, name, "param_mae")]
+        errors = meta.get("param_errors")
+        if errors:
+            parts += ["\nMean absolute error of each parameter (normalised), each method at "
+                      "its largest budget; the largest error of each row in bold:\n",
+                      param_error_table(errors)]
         parts += ["\nWall time (s, all targets, up to each budget):\n",
                   report.markdown_table(summaries, name, "wall_s"),
                   f"\n![{name}: distance against renders]({rel}/{slug}_curve.png)\n",

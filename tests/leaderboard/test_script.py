@@ -32,6 +32,10 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
     data = json.loads(stem.with_suffix(".json").read_text())
     assert data["meta"]["torch"] == torch.__version__ and data["meta"]["seed"] == 0
     assert data["meta"]["git_commit"] and data["meta"]["targets"] == 6
+    errors = data["meta"]["param_errors"]
+    assert set(errors["methods"]) == {"default (1)", "random (4)", "cmaes (4)", "gradient (4)"}
+    assert all(len(v) == len(errors["param_names"]) == 24 and min(v) >= 0
+               for v in errors["methods"].values())
     for png in ("_curve.png", "_grid.png"):
         assert (out / f"bench-v1__quick{png}").stat().st_size > 1000
     # A second run reads every chunk from the cache and gives the same table.
