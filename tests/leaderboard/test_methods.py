@@ -158,7 +158,9 @@ def test_run_chunk_reports_every_metric_per_budget(synth, suite):
 
 
 @pytest.mark.slow
-def test_rl_counts_its_episode_and_stops_at_the_budget(synth, suite, tmp_path):
+def test_rl_counts_its_episode_and_stops_at_the_budget(synth, suite, prior_path, tmp_path):
+    import json
+
     from tests.agents.test_training import run_script
 
     logs = tmp_path / "runs"
@@ -172,6 +174,19 @@ def test_rl_counts_its_episode_and_stops_at_the_budget(synth, suite, tmp_path):
     whole = run(METHODS["rl"](logs / "tiny" / "model.zip"), synth, suite, 60)
     assert (whole.used <= 51).all() and (whole.used >= 2).all()
     assert torch.equal(whole.best(6)[0], meter.best(6)[0])
+    # Warm-started (as the run's config says): the prior's samples count too.
+    config_path = logs / "tiny" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "warm_start": str(prior_path),
+                                       "warm_start_k": 3}))
+    warm = METHODS["rl"](logs / "tiny" / "model.zip")
+    assert (warm.min_budget, warm.max_budget) == (5, 54)
+    meter = run(warm, synth, suite, 7)
+    assert meter.used.tolist() == [7, 7, 7]  # 3 samples, the start render and 3 steps
+    # The episode starts from the best of the 3 samples: its start render repeats it.
+    first = meter.history_params[:, :3]
+    best = first[torch.arange(3), meter.history_distance[:, :3].argmin(1)]
+    assert torch.equal(meter.history_params[:, 3], best)
 
 
 def test_files_are_matched_to_the_synth_they_were_made_for(synth, prior_path, dataset_path):

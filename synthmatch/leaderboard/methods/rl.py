@@ -15,7 +15,7 @@ from torch import Tensor
 
 from synthmatch.leaderboard.meter import RenderMeter
 from synthmatch.leaderboard.methods.base import MatchTask, Method, best_so_far
-from synthmatch.leaderboard.methods.prior import PriorMethod
+from synthmatch.leaderboard.methods.prior import Prior
 from synthmatch.synths import Synth
 
 
@@ -62,7 +62,7 @@ class RLPolicy(Method):
         self.env_id = self.config["env_id"]
         self.model = ALGORITHMS[self.config["algo"]].load(self.checkpoint, device=device)
         warm = self.config.get("warm_start")
-        self.prior = PriorMethod(warm, device) if warm else None
+        self.prior = Prior(warm, device) if warm else None
         self.k = int(self.config.get("warm_start_k", 1)) if warm else 0
         self.episode_steps = 50
         self.min_budget = self.k + 2
