@@ -322,7 +322,8 @@ def grid(args: Args, suite, jobs, cells, slug: str) -> None:
     if matches:
         report.plot_spectrogram_grid(suite.audio[:n].numpy(), matches, suite.sample_rate,
                                      args.out / f"{slug}_grid.png",
-                                     target_names=suite.target_names[:n], title=suite.name)
+                                     target_names=suite.target_names[:n], title=suite.name,
+                                     dpi=80)  # small enough to commit with every update
 
 
 if __name__ == "__main__":
