@@ -187,7 +187,7 @@ def main(args: Args) -> int:
         return fail(str(err))
     try:
         suites = [load_suite(name) for name in args.suites]
-    except SuiteError as err:
+    except (SuiteError, ImportError) as err:
         return fail(str(err))
     if args.max_targets is not None:
         suites = [s.subset(slice(0, args.max_targets)) for s in suites]

@@ -90,6 +90,15 @@ class Suite:
                      self.manifest)
 
 
+def _soundfile():
+    try:
+        import soundfile
+    except ImportError:
+        raise ImportError("benchmark suites are FLAC files read with soundfile: pip install "
+                          "'synthmatch[leaderboard]'") from None
+    return soundfile
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -122,8 +131,7 @@ def load_suite(name: str, root: Path = SUITE_ROOT) -> Suite:
         SuiteError: unknown suite, a manifest that differs from the published one, a missing
             file, or an audio file whose sha256 differs from the manifest's.
     """
-    import soundfile
-
+    soundfile = _soundfile()
     d = suite_dir(name, root)
     manifest_path = d / "manifest.json"
     recorded = PUBLISHED.get(name)
@@ -183,8 +191,7 @@ def write_suite(name: str, audio: np.ndarray, *, sample_rate: int, probe: dict[s
     Returns:
         The suite directory.
     """
-    import soundfile
-
+    soundfile = _soundfile()
     final = root / name
     if final.exists():
         raise SuiteError(f"suite {name} exists at {final}; published suites never change, "
