@@ -37,9 +37,9 @@ from tqdm.auto import tqdm
 import synthmatch
 from synthmatch.envs.registration import env_synth
 from synthmatch.leaderboard import report
-from synthmatch.leaderboard.harness import CHUNK_SIZE, Job, file_sha256, method_budgets, run_job
+from synthmatch.leaderboard.harness import CHUNK_SIZE, Job, method_budgets, run_job
 from synthmatch.leaderboard.methods import METHODS, NEEDS
-from synthmatch.leaderboard.suites import SuiteError, load_suite
+from synthmatch.leaderboard.suites import SuiteError, load_suite, sha256_file
 
 DEFAULT_SUITES = ("bench-v1/subtractive-id", "bench-v1/fm-id", "bench-v1/torchsynth-id",
                   "bench-v1/cross-vst3", "bench-v1/cross-vital")
@@ -200,7 +200,6 @@ def main(args: Args) -> int:
     unused = resources.unused(synths)
     if unused:
         return fail(unused[0])
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     jobs, notes = [], []
     for suite, (synth, env_id) in zip(suites, synths, strict=True):
@@ -252,7 +251,7 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
         "device": args.device, "seed": args.seed, "budgets": list(args.budgets),
         "elapsed_s": round(elapsed, 1),
         "methods": {f"{j.suite.name} {j.method.name}": j.method.settings() for j in jobs},
-        "files": {str(p): file_sha256(p) for p in (*args.prior, *args.rl_checkpoint)},
+        "files": {str(p): sha256_file(p) for p in (*args.prior, *args.rl_checkpoint)},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for suite in suites:

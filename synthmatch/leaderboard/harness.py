@@ -3,9 +3,10 @@
 The unit of work is a *chunk*: one method on up to ``chunk_size`` targets of one suite, run
 once at the largest budget it takes, with the result read at every smaller budget (see
 :mod:`synthmatch.leaderboard.meter`). Each finished chunk is written atomically to the cache
-under a key made of everything that decides its result (suite manifest, method settings with
-the checkpoints' hashes, budgets, seed, chunk size), so an interrupted run resumes at the next
-chunk and a changed setting never reuses a stale result.
+under a key made of what decides its result (suite manifest, method settings, budgets, seed,
+chunk size), so an interrupted run resumes at the next chunk and a changed setting never
+reuses a stale result. Checkpoints enter the key by path only: retraining a prior or policy in
+place needs a fresh ``--out`` (or a deleted cache).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +47,6 @@ def method_budgets(method: Method, budgets: list[int]) -> list[int]:
     return out
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass
 class Job:
     """One method on one suite."""
@@ -64,7 +58,7 @@ class Job:
     seed: int = 0
     chunk_size: int = CHUNK_SIZE
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Hash of everything that decides the results."""
         blob = json.dumps({"suite": self.suite.name,
