@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from synthmatch.envs.seeding import START_STREAM, TARGET_STREAM, EnvSeeds
 from synthmatch.envs.targets import prepare_target_audio
 from synthmatch.rewards import PerceptualDistance
 from synthmatch.synths import FrozenSynth, ProbeNote, Synth, make_synth
@@ -31,6 +32,23 @@ SUCCESS_THRESHOLD = 0.2
 Initializer = Callable[[Tensor], Tensor]
 
 
+def to_numpy(batch: dict[str, Tensor]) -> dict[str, np.ndarray]:
+    """Copy a dict of tensors to new host arrays in one transfer (one device sync on a GPU).
+
+    float32 and bool tensors only (what the env returns); bools come back as bools.
+    """
+    if not batch:
+        return {}
+    flat = torch.cat([v.reshape(-1).to(torch.float32) for v in batch.values()])
+    host = flat.cpu().numpy()
+    out, pos = {}, 0
+    for key, v in batch.items():
+        part = host[pos:pos + v.numel()].reshape(tuple(v.shape))
+        out[key] = part.astype(bool) if v.dtype == torch.bool else part
+        pos += v.numel()
+    return out
+
+
 @dataclass
 class StepResult:
     """What :meth:`SynthMatchCore.step` returns, one entry per env (tensors on the device)."""
@@ -38,6 +56,16 @@ class StepResult:
     reward: Tensor  # (N,) float32
     terminated: Tensor  # (N,) bool: distance below the success threshold
     truncated: Tensor  # (N,) bool: step limit reached (when the core enforces one)
+
+
+@dataclass
+class Transition(StepResult):
+    """What :meth:`SynthMatchCore.step_autoreset` returns: a step, then new episodes in the envs
+    whose episode ended, with what those episodes last observed."""
+
+    reset_idx: Tensor  # (k,) long: envs whose episode ended in this step and restarted
+    final_obs: dict[str, Tensor]  # (k, ...) each: their last observation
+    final_info: dict[str, Tensor]  # (k,) each: their last info
 
 
 class SynthMatchCore:
@@ -122,11 +150,12 @@ class SynthMatchCore:
             torch.zeros(1, synth.num_samples, device=self.device)).log_mel.shape[1:])
 
         n, p, dev = num_envs, self.num_params, self.device
-        self.generators = [torch.Generator() for _ in range(n)]
+        self.rng = EnvSeeds(n, dev)
         self.params = torch.zeros(n, p, device=dev)
         self.target_params = torch.full((n, p), float("nan"), device=dev)
         self.target_audio = torch.zeros(n, synth.num_samples, device=dev)
         self.target_features = None
+        self.target_obs = torch.zeros(n, *self.mel_shape, device=dev)  # scaled at reset only
         self.current_mel = torch.zeros(n, *self.mel_shape, device=dev)
         self.dist = torch.zeros(n, device=dev)
         self.initial_dist = torch.ones(n, device=dev)
@@ -135,11 +164,15 @@ class SynthMatchCore:
         self.initializer: Initializer | None = None
 
     # ------------------------------------------------------------------ seeding and reset
-    def seed(self, seeds: Sequence[int | None]) -> None:
-        """Seed each env's generator; ``None`` draws fresh entropy."""
-        for gen, s in zip(self.generators, seeds, strict=True):
-            gen.manual_seed(int(s) if s is not None else
-                            int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1))
+    def seed(self, seed: int | Sequence[int | None] | None,
+             idx: Sequence[int] | None = None) -> None:
+        """Seed envs ``idx`` (default: all) for their next resets; the others keep their streams.
+
+        ``seed``: an integer (env ``i`` gets ``seed + i``, so env ``i`` of a batch plays what a
+        single env seeded ``seed + i`` plays), one seed per env (``None`` entries: unchanged),
+        or ``None`` (fresh entropy for envs never seeded). See :mod:`synthmatch.envs.seeding`.
+        """
+        self.rng.seed(seed, idx)
 
     def reset_envs(self, idx: Tensor | Sequence[int], options: Mapping | None = None) -> None:
         """Start new episodes in envs ``idx`` (a subset of ``range(num_envs)``).
@@ -167,13 +200,11 @@ class SynthMatchCore:
         k = idx.numel()
         if k == 0:
             return
-        gens = [self.generators[i] for i in idx.tolist()]
         table = self.synth.params
 
-        # Every env draws from its own generator in the same order, so a seed gives the same
-        # episode whether the env runs alone or in a batch.
-        draws = torch.cat([table.sample(1, g) for g in gens]).to(self.device)
-        randoms = torch.cat([table.sample(1, g) for g in gens]).to(self.device)
+        # One batched draw per stream; env i's numbers depend on its seed and episode only, so
+        # a seed gives the same episode whether the env runs alone or in a batch.
+        draws = table.quantize(self.rng.draw(idx, TARGET_STREAM, self.num_params))
 
         target_audio = None
         if "target_audio" in options:
@@ -193,7 +224,8 @@ class SynthMatchCore:
                 if start not in START_MODES:
                     raise ValueError(f"start must be one of {START_MODES} or parameters, "
                                      f"got {start!r}")
-                start_u = randoms if start == "random" else table.defaults(k, self.device)
+                start_u = (table.quantize(self.rng.draw(idx, START_STREAM, self.num_params))
+                           if start == "random" else table.defaults(k, self.device))
             else:
                 start_u = self._option_params(start, k, "start")
 
@@ -214,16 +246,21 @@ class SynthMatchCore:
             self.target_features = self.distance.features(
                 target_audio[:1].expand(self.num_envs, -1).contiguous())
         self.target_features.assign_(idx, target_feats)
+        # Out of place: an observation handed out earlier never changes under its holder.
+        self.target_obs = self.target_obs.index_put((idx,), self._scale_mel(target_feats.log_mel))
         self.target_audio[idx] = target_audio
         self.target_params[idx] = target_u
-        self.params[idx] = start_u
+        # params and current_mel are replaced, never written in place, so observations need no
+        # copies (see observation()).
+        self.params = self.params.index_put((idx,), start_u)
         start_feats = self.distance.features(start_audio)
         d = self.distance.distance(start_feats, target_feats)
-        self.current_mel[idx] = start_feats.log_mel
-        self.dist[idx] = d
+        self.current_mel = self.current_mel.index_put((idx,), start_feats.log_mel)
+        self.dist = self.dist.index_put((idx,), d)
         self.initial_dist[idx] = d
-        self.best_dist[idx] = d
+        self.best_dist = self.best_dist.index_put((idx,), d)
         self.steps[idx] = 0
+        self.rng.advance(idx)
 
     def _option_params(self, value, k: int, name: str) -> Tensor:
         u = torch.as_tensor(np.asarray(value, dtype=np.float32) if not isinstance(value, Tensor)
@@ -257,13 +294,7 @@ class SynthMatchCore:
         Raises:
             ValueError: wrong shape or NaN/inf actions (nothing is rendered).
         """
-        a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
-        if a.shape != (self.num_envs, self.num_params):
-            raise ValueError(f"actions must have shape ({self.num_envs}, {self.num_params}), "
-                             f"got {tuple(a.shape)}")
-        if not torch.isfinite(a).all():
-            raise ValueError("actions contain NaN or inf")
-        a = a.clamp(-1.0, 1.0)
+        a = self._check_actions(actions).clamp(-1.0, 1.0)
         if self.action_mode == "delta":
             self.params = (self.params + self.max_step * a).clamp(0.0, 1.0)
         else:
@@ -280,6 +311,46 @@ class SynthMatchCore:
         else:
             truncated = (self.steps >= self.max_episode_steps) & ~terminated
         return StepResult(reward, terminated, truncated)
+
+    def step_autoreset(self, actions: Tensor) -> Transition:
+        """:meth:`step`, then reset the envs whose episode ended (same-step autoreset).
+
+        The one place autoreset is written: the vector env and the SB3 adapter only convert
+        what it returns. Costs one device sync (which envs ended) beyond :meth:`step`.
+        """
+        result = self.step(actions)
+        idx = (result.terminated | result.truncated).nonzero().view(-1)
+        final_obs, final_info = {}, {}
+        if idx.numel():
+            final_obs = {k: v[idx] for k, v in self.observation().items()}
+            final_info = {k: v[idx] for k, v in self.info().items()}
+            self.reset_envs(idx)
+        return Transition(result.reward, result.terminated, result.truncated, idx, final_obs,
+                          final_info)
+
+    def _check_actions(self, actions) -> Tensor:
+        """Actions as float32 on the device; host arrays are checked on the host, device
+        tensors with one sync."""
+        host = not isinstance(actions, Tensor)
+        if host:
+            actions = np.asarray(actions)
+        if actions.dtype.is_complex if not host else np.iscomplexobj(actions):
+            raise ValueError("actions must be real numbers, got complex values")
+        if tuple(actions.shape) != (self.num_envs, self.num_params):
+            raise ValueError(f"actions must have shape ({self.num_envs}, {self.num_params}), "
+                             f"got {tuple(actions.shape)}")
+        if host:
+            try:
+                actions = actions.astype(np.float32)
+            except (TypeError, ValueError):
+                raise ValueError(f"actions must be numbers, got dtype {actions.dtype}") from None
+            if not np.isfinite(actions).all():
+                raise ValueError("actions contain NaN or inf")
+            return torch.from_numpy(actions).to(self.device)
+        a = actions.to(self.device, torch.float32)
+        if not torch.isfinite(a).all():
+            raise ValueError("actions contain NaN or inf")
+        return a
 
     def _evaluate(self, params: Tensor) -> tuple[Tensor, Tensor]:
         """Render ``params`` ``(N, P)`` and score against the targets: distance ``(N,)`` and
@@ -306,11 +377,15 @@ class SynthMatchCore:
 
     # ------------------------------------------------------------------ views
     def observation(self) -> dict[str, Tensor]:
-        """``target_mel`` and ``current_mel`` ``(N, n_mels, frames)``, ``params`` ``(N, P)``."""
+        """``target_mel`` and ``current_mel`` ``(N, n_mels, frames)``, ``params`` ``(N, P)``.
+
+        No copies: the core replaces these tensors rather than writing into them, so what it
+        returned stays valid; treat them as read-only.
+        """
         return {
-            "target_mel": self._scale_mel(self.target_features.log_mel),
+            "target_mel": self.target_obs,
             "current_mel": self._scale_mel(self.current_mel),
-            "params": self.params.clone(),
+            "params": self.params,
         }
 
     @staticmethod
@@ -320,10 +395,10 @@ class SynthMatchCore:
 
     def info(self) -> dict[str, Tensor]:
         """Per-env ``distance``, ``best_distance``, ``param_mae`` (NaN when the target
-        parameters are unknown) and ``is_success``."""
+        parameters are unknown) and ``is_success``; read-only, as :meth:`observation`."""
         return {
-            "distance": self.dist.clone(),
-            "best_distance": self.best_dist.clone(),
+            "distance": self.dist,
+            "best_distance": self.best_dist,
             "param_mae": (self.params - self.target_params).abs().mean(1),
             "is_success": self.dist < self.success_threshold,
         }

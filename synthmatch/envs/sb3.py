@@ -8,7 +8,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from stable_baselines3.common.vec_env import VecEnv
 
 from synthmatch.envs.vector import SynthMatchVectorEnv
@@ -40,50 +39,50 @@ class SB3VecEnv(VecEnv):
         self.render_mode = venv.render_mode
         super().__init__(venv.num_envs, venv.single_observation_space,
                          venv.single_action_space)
+        if venv.array_type != "numpy":
+            raise ValueError("SB3VecEnv needs a vector env with array_type='numpy'")
         self._actions: np.ndarray | None = None
         self._started = False
 
     def reset(self):
-        seeds = self._seeds if any(s is not None for s in self._seeds) else None
-        if seeds is not None or not self._started:
-            self.venv.reset(seed=seeds if seeds is None else list(seeds),
-                            options=self._options[0] if self._options else None)
-        else:
-            self.core.reset_envs(torch.arange(self.num_envs), self._options[0] or None)
+        obs, _ = self.venv.reset(seed=list(self._seeds), options=self._options[0] or None)
         self._started = True
         self._reset_seeds()
         self._reset_options()
         self.reset_infos = [{} for _ in range(self.num_envs)]
-        return self.venv._obs()
+        return obs
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions, dtype=np.float32)
+        self._actions = np.asarray(actions)
 
     def step_wait(self):
         if self._actions is None:
             raise RuntimeError("step_wait() called before step_async()")
-        result = self.core.step(torch.as_tensor(self._actions))
-        self._actions = None
-        terminated = result.terminated.cpu().numpy()
-        truncated = result.truncated.cpu().numpy()
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        actions, self._actions = self._actions, None
+        obs, reward, terminated, truncated, info = self.venv.step(actions)
         done = terminated | truncated
-        info = {k: v.cpu().numpy() for k, v in self.core.info().items()}
+        keys = ("distance", "best_distance", "is_success")
+        columns = [info[key].tolist() for key in keys]
+        mae = np.where(info["_param_mae"], info["param_mae"], np.nan).tolist()
         infos: list[dict[str, Any]] = []
-        for i in range(self.num_envs):
-            entry = {"distance": float(info["distance"][i]),
-                     "best_distance": float(info["best_distance"][i]),
-                     "is_success": bool(info["is_success"][i])}
-            if not np.isnan(info["param_mae"][i]):
-                entry["param_mae"] = float(info["param_mae"][i])
+        for i, values in enumerate(zip(*columns, strict=True)):
+            entry = dict(zip(keys, values, strict=True))
+            if mae[i] == mae[i]:  # not NaN: the target's parameters are known
+                entry["param_mae"] = mae[i]
             infos.append(entry)
-        if done.any():
-            last = self.venv._obs()
-            idx = np.flatnonzero(done)
-            for i in idx:
-                infos[i]["terminal_observation"] = {k: v[i] for k, v in last.items()}
-                infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-            self.core.reset_envs(torch.as_tensor(idx))
-        return self.venv._obs(), result.reward.cpu().numpy(), done, infos
+        for i in np.flatnonzero(done):
+            # SB3 wants the ended episode's info, not the new one's.
+            last = info["final_info"][i]
+            infos[i] = {"distance": float(last["distance"]),
+                        "best_distance": float(last["best_distance"]),
+                        "is_success": bool(last["is_success"]),
+                        **({} if np.isnan(last["param_mae"]) else
+                           {"param_mae": float(last["param_mae"])}),
+                        "terminal_observation": info["final_obs"][i],
+                        "TimeLimit.truncated": bool(truncated[i] and not terminated[i])}
+        return obs, reward, done, infos
 
     def close(self) -> None:
         self.venv.close()

@@ -7,8 +7,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from torch import Tensor
 
-from synthmatch.envs.core import SynthMatchCore
+from synthmatch.envs.core import SynthMatchCore, to_numpy
 from synthmatch.envs.drawing import side_by_side
 
 
@@ -96,35 +97,36 @@ class SynthMatchEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        if seed is not None:
-            self.core.seed([seed])
-        elif not getattr(self, "_seeded", False):
-            # Unseeded first reset: derive from Gymnasium's own (entropy-seeded) generator.
-            self.core.seed([int(self.np_random.integers(2**63 - 1))])
-        self._seeded = True
+        if options is not None and not isinstance(options, dict):
+            raise ValueError(f"options must be a dict, got {type(options).__name__}")
+        self.core.seed(None if seed is None else [seed])
         self.core.reset_envs([0], options)
-        return self._obs(), self._info()
+        return self._obs_info()
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float32)
+        if self.core.target_features is None:
+            raise RuntimeError("call reset() before step()")
+        action = np.asarray(action)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, "
                              f"got {action.shape}")
         result = self.core.step(action[None])
-        return (self._obs(), float(result.reward[0]), bool(result.terminated[0]),
-                bool(result.truncated[0]), self._info())
+        obs, info = self._obs_info(reward=result.reward, terminated=result.terminated,
+                                   truncated=result.truncated)
+        return (obs, float(info.pop("reward")), bool(info.pop("terminated")),
+                bool(info.pop("truncated")), info)
 
     def render(self):
         if self.render_mode != "rgb_array":
             return None
-        obs = self._obs()
+        obs, _ = self._obs_info()
         return side_by_side(obs["target_mel"], obs["current_mel"])
 
-    def _obs(self) -> dict[str, np.ndarray]:
-        return {k: v[0].cpu().numpy() for k, v in self.core.observation().items()}
-
-    def _info(self) -> dict[str, Any]:
-        info = {k: v[0].item() for k, v in self.core.info().items()}
+    def _obs_info(self, **extra: Tensor) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Env 0's observation and info (plus ``extra`` scalars), in one copy to the host."""
+        obs = self.core.observation()
+        host = to_numpy({k: v[0] for k, v in {**obs, **self.core.info(), **extra}.items()})
+        info = {k: host[k].item() for k in host if k not in obs}
         if np.isnan(info["param_mae"]):
             del info["param_mae"]
-        return info
+        return {k: host[k] for k in obs}, info
