@@ -3,7 +3,7 @@
 Times, in interleaved rounds (medians), a render of random presets with the synth's
 ``cpu_chunk`` set to each candidate, and the reward-feature path of an env step (features of
 the rendered batch + distance to cached targets) computed in chunks of each candidate size.
-These numbers chose ``SubtractiveSynth.cpu_chunk`` and ``synthmatch.envs.core.CPU_CHUNK``.
+These numbers chose ``SubtractiveSynth.cpu_chunk`` and ``synthmatch.devices.CPU_FEATURE_CHUNK``.
 
 Usage:
     python benchmarks/bench_chunks.py --rounds 9

@@ -11,6 +11,7 @@ The directory gets ``dataset.json`` (config and metadata), ``shard-NNNNN.h5``, `
         --out data/torchsynth-medium --workers 8
     python experiments/make_dataset.py --synth vst3 --n 10000 --out data/dexed \
         --synth-kwargs '{"plugin_path": "/path/Dexed.vst3"}'
+    python experiments/make_dataset.py --synth subtractive --n 200000 --out data/sub --device cuda
     python experiments/check_dataset.py data/subtractive
 
 Exit status: 0 done, 1 stopped early (resume by re-running) or a broken shard, 2 bad
@@ -86,7 +87,10 @@ class Args:
     render_batch: int = 256
     """presets rendered per synth call"""
     workers: int | None = None
-    """worker processes (default: one per CPU core, at most one per missing shard)"""
+    """worker processes (default: one per CPU core, at most one per missing shard); CPU only"""
+    device: str = "cpu"
+    """where to render: cpu (worker processes) or cuda (this process, whole shards per call);
+    the presets are the same on both, audio and log-mels agree within float tolerance"""
     progress: bool = True
     """show a progress bar (on a terminal)"""
 
@@ -128,7 +132,8 @@ def main(args: Args) -> int:
         print(f"make_dataset.py: error: {exc}", file=sys.stderr)
         return 2
     try:
-        dataset = write_dataset(config, args.out, workers=args.workers, progress=args.progress)
+        dataset = write_dataset(config, args.out, workers=args.workers, progress=args.progress,
+                                device=args.device)
     except IncompleteDatasetError as exc:
         print(f"make_dataset.py: {exc}", file=sys.stderr)
         return 130 if exc.interrupted else 1

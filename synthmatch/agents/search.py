@@ -12,19 +12,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from synthmatch.devices import CPU_SCORE_CHUNK, GPU_SCORE_CHUNK, chunk_size
 from synthmatch.rewards import PerceptualDistance
 from synthmatch.synths import Synth
 
-# Candidates rendered and scored per call on CPU; features of larger batches fall out of cache
-# (see benchmarks/bench_chunks.py) and their memory grows with the batch.
-SCORE_CHUNK = 256
-# On a GPU, larger batches keep it busy; this bounds the memory of the features.
-GPU_SCORE_CHUNK = 4096
-
-
 def score_chunk(device: torch.device | str) -> int:
-    """Candidates to render and score per call on ``device`` (the one place this is decided)."""
-    return SCORE_CHUNK if torch.device(device).type == "cpu" else GPU_SCORE_CHUNK
+    """Candidates to render and score per call on ``device`` (see :mod:`synthmatch.devices`)."""
+    return chunk_size(device, CPU_SCORE_CHUNK, GPU_SCORE_CHUNK)
 
 
 @dataclass

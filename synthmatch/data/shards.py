@@ -35,6 +35,7 @@ from synthmatch.data.config import (
 )
 from synthmatch.data.dataset import DatasetError, ShardedDataset, open_dataset, read_json
 from synthmatch.data.splits import assign_splits, compute_stats
+from synthmatch.devices import GPU_RENDER_BATCH, chunk_size, resolve_device
 from synthmatch.fileio import temporary_name, write_json_atomic
 
 
@@ -57,7 +58,7 @@ class IncompleteDatasetError(DatasetError):
 
 
 def write_dataset(config: DatasetConfig, out_dir: str | Path, *, workers: int | None = None,
-                  progress: bool = True) -> ShardedDataset:
+                  progress: bool = True, device: str = "cpu") -> ShardedDataset:
     """Render ``config`` into ``out_dir``, or finish a dataset an earlier call started.
 
     Writes ``dataset.json`` first, then every missing shard (in worker processes), then
@@ -69,7 +70,10 @@ def write_dataset(config: DatasetConfig, out_dir: str | Path, *, workers: int | 
         config: What to render.
         out_dir: The dataset directory (created if needed).
         workers: Worker processes; ``None``: ``min(os.cpu_count(), missing shards)``.
+            CPU only: on a GPU, shards render one after another in this process.
         progress: Show a tqdm bar over items.
+        device: ``"cpu"`` or a CUDA device. The presets are the same on every device (drawn
+            on the CPU); audio and log-mels agree within float tolerance.
 
     Returns:
         The finished dataset.
@@ -83,6 +87,10 @@ def write_dataset(config: DatasetConfig, out_dir: str | Path, *, workers: int | 
     require_h5py()
     if workers is not None and (isinstance(workers, bool) or workers < 1):
         raise ValueError(f"workers must be >= 1 or None, got {workers!r}")
+    device = resolve_device(device)
+    if device.type != "cpu" and workers not in (None, 1):
+        raise ValueError("workers applies to CPU rendering; on a GPU, shards render one after "
+                         "another in this process")
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise DatasetError(f"output path {root} exists and is not a directory")
@@ -92,8 +100,10 @@ def write_dataset(config: DatasetConfig, out_dir: str | Path, *, workers: int | 
     for stale in root.glob(TMP_GLOB):
         stale.unlink(missing_ok=True)
     todo = _missing_shards(root, config, metadata)
-    if todo:
+    if todo and device.type == "cpu":
         _render_shards(config, root, todo, workers, progress)
+    elif todo:
+        _render_on_device(config, root, todo, device, progress)
     splits = assign_splits(config)
     write_json_atomic(root / SPLITS_JSON, splits)
     write_json_atomic(root / STATS_JSON, compute_stats(root, config, splits["train"],
@@ -141,7 +151,8 @@ def _missing_shards(root: Path, config: DatasetConfig, metadata: dict[str, Any])
 # -- worker side -----------------------------------------------------------------------------
 
 _ROWS_WRITTEN: Any = None  # shared array: rows written per shard, for the progress bar
-_TOOLS: dict[str, tuple[Any, Any]] = {}  # config JSON -> (synth, log-mel), built once per worker
+# (config JSON, device) -> (synth, log-mel), built once per worker
+_TOOLS: dict[tuple[str, str], tuple[Any, Any]] = {}
 
 
 def _init_worker(rows_written: Any) -> None:
@@ -153,15 +164,16 @@ def _init_worker(rows_written: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _tools(config_json: str, config: DatasetConfig) -> tuple[Any, Any]:
-    if config_json not in _TOOLS:
+def _tools(config_json: str, config: DatasetConfig, device: str) -> tuple[Any, Any]:
+    key = (config_json, device)
+    if key not in _TOOLS:
         _TOOLS.clear()
-        _TOOLS[config_json] = (config.make_synth(),
-                               config.log_mel() if config.store_mel else None)
-    return _TOOLS[config_json]
+        _TOOLS[key] = (config.make_synth(device),
+                       config.log_mel().to(device) if config.store_mel else None)
+    return _TOOLS[key]
 
 
-def render_shard(config_json: str, root: str, index: int) -> int:
+def render_shard(config_json: str, root: str, index: int, device: str = "cpu") -> int:
     """Render shard ``index`` into a temporary file and rename it when complete.
 
     Runs in a worker process (and can be called directly). Returns the rows written.
@@ -172,7 +184,7 @@ def render_shard(config_json: str, root: str, index: int) -> int:
     tmp = temporary_name(final, f"tmp.{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f:
-            rows = _fill_shard(f, config, *_tools(config_json, config), index)
+            rows = _fill_shard(f, config, *_tools(config_json, config, device), index)
     except BaseException:
         # A Python-level failure leaves nothing behind; a killed worker leaves the temporary
         # file, which the next run removes.
@@ -195,14 +207,15 @@ def _fill_shard(f, config: DatasetConfig, synth, log_mel, index: int) -> int:
     datasets["params"].attrs["names"] = json.dumps(list(synth.params.names))
     if "mel" in datasets:
         datasets["mel"].attrs["units"] = "dB"
-    for start in range(0, rows, config.render_batch):
-        u = params[start:start + config.render_batch]
+    batch = chunk_size(synth.device, config.render_batch, GPU_RENDER_BATCH)
+    for start in range(0, rows, batch or rows):
+        u = params[start:start + (batch or rows)]
         with torch.inference_mode():
-            audio = synth.render(u).float().cpu()
-            chunk = {"params": u.numpy(), "audio": audio.numpy()}
+            audio = synth.render(u).float()
+            chunk = {"params": u.numpy(), "audio": audio.cpu().numpy()}
             if log_mel is not None:
                 # Computed in float32, stored as float16 (0.06 dB steps near -100 dB).
-                chunk["mel"] = log_mel(audio).to(torch.float16).numpy()
+                chunk["mel"] = log_mel(audio).to(torch.float16).cpu().numpy()
         end = start + u.shape[0]
         for name, data in datasets.items():
             data.resize(end, axis=0)
@@ -278,6 +291,28 @@ def _render_shards(config: DatasetConfig, root: Path, todo: list[int], workers: 
             "again to resume", done, config.num_shards, interrupted) from exc
     executor.shutdown()
     bar.close()
+
+
+def _render_on_device(config: DatasetConfig, root: Path, todo: list[int], device: torch.device,
+                      progress: bool) -> None:
+    """Render the missing shards one after another on ``device``, in this process."""
+    done_before = config.n - sum(config.shard_rows(i) for i in todo)
+    bar = tqdm(total=config.n, initial=done_before, unit="item",
+               disable=None if progress else True,
+               desc=f"{config.synth} -> {root.name} ({device})", smoothing=0.1)
+    config_json = config.to_json()
+    with bar:
+        for i in todo:
+            try:
+                bar.update(render_shard(config_json, str(root), i, str(device)))
+            except BaseException as exc:
+                done = sum((root / shard_name(j)).exists() for j in range(config.num_shards))
+                interrupted = isinstance(exc, KeyboardInterrupt)
+                cause = ("interrupted" if interrupted else
+                         f"{type(exc).__name__} rendering {shard_name(i)}: {exc}")
+                raise IncompleteDatasetError(
+                    f"{cause}; {done} of {config.num_shards} shards complete; run the same "
+                    "command again to resume", done, config.num_shards, interrupted) from exc
 
 
 def _stop(executor: ProcessPoolExecutor) -> None:

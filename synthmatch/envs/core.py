@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from synthmatch.devices import CPU_FEATURE_CHUNK, chunk_size, chunks
 from synthmatch.envs.seeding import START_STREAM, TARGET_STREAM, EnvSeeds
 from synthmatch.envs.targets import prepare_target_audio
 from synthmatch.rewards import PerceptualDistance
@@ -23,9 +24,6 @@ START_MODES = ("default", "random")
 ACTION_MODES = ("delta", "absolute")
 # Observation log-mel range in dB, mapped linearly onto [-1, 1].
 MEL_FLOOR_DB, MEL_CEIL_DB = -100.0, 20.0
-# On CPU, steps compute reward features for this many envs at a time: temporaries stay in
-# cache, which is faster than one large batch (benchmarks/bench_chunks.py); results are the same.
-CPU_CHUNK = 32
 # Episodes succeed below this distance (see the ``success_threshold`` argument).
 SUCCESS_THRESHOLD = 0.2
 # An initialiser maps target audio (n, T) on the env's device to starting parameters (n, P).
@@ -356,13 +354,11 @@ class SynthMatchCore:
         """Render ``params`` ``(N, P)`` and score against the targets: distance ``(N,)`` and
         the log-mel ``(N, n_mels, frames)`` of the rendered sounds."""
         audio = self.synth.render(params)  # the synth chunks its own work where it helps
-        chunk = CPU_CHUNK if self.device.type == "cpu" else self.num_envs
         distances, mels = [], []
-        for start in range(0, self.num_envs, chunk):
-            stop = min(start + chunk, self.num_envs)
-            feats = self.distance.features(audio[start:stop])
-            distances.append(self.distance.distance(feats,
-                                                    self.target_features.rows(start, stop)))
+        for rows in chunks(self.num_envs, chunk_size(self.device, CPU_FEATURE_CHUNK)):
+            feats = self.distance.features(audio[rows])
+            distances.append(self.distance.distance(
+                feats, self.target_features.rows(rows.start, rows.stop)))
             mels.append(feats.log_mel)
         return torch.cat(distances), torch.cat(mels)
 

@@ -231,3 +231,35 @@ def test_a_failing_worker_stops_the_run_with_the_resume_message(tmp_path):
     assert "rendering shard-0000" in message and ".tmp." in message
     assert message.endswith("0 of 2 shards complete; run the same command again to resume")
     assert info.value.done == 0 and info.value.total == 2 and not info.value.interrupted
+
+
+def test_the_in_process_device_path_writes_the_same_shards(written, tmp_path):
+    # The path make_dataset.py --device cuda takes, run here on the CPU: shards rendered one
+    # after another in this process must equal the worker processes' shards.
+    from synthmatch.data.shards import _claim_directory, _render_on_device
+
+    config = DatasetConfig(**SMALL)
+    root = tmp_path / "inproc"
+    _claim_directory(root, config.metadata(config.make_synth()))
+    _render_on_device(config, root, list(range(config.num_shards)), torch.device("cpu"), False)
+    assert_same_shards(written.root, root)
+
+
+def test_a_device_this_machine_lacks_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="cuda:7"):
+        write_dataset(DatasetConfig(**SMALL), tmp_path / "x", device="cuda:7")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        write_dataset(DatasetConfig(**SMALL), tmp_path / "x", device="gpu")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_rendering_gives_the_cpu_presets_and_close_audio(written, tmp_path):
+    other = write_dataset(DatasetConfig(**SMALL), tmp_path / "gpu", device="cuda",
+                          progress=False)
+    left, right = shard_arrays(written.root), shard_arrays(other.root)
+    for name in left:
+        np.testing.assert_array_equal(left[name]["params"], right[name]["params"])
+        np.testing.assert_allclose(left[name]["mel"].astype(np.float32),
+                                   right[name]["mel"].astype(np.float32), atol=0.5)

@@ -1,0 +1,63 @@
+"""The device policy of the package, written once: which devices exist, and how large a batch
+one call should take on each.
+
+On CPU, batches are processed in chunks small enough that their temporaries stay in cache
+(benchmarks/bench_chunks.py chose the sizes); results do not depend on the chunking, since
+every item is independent. On a GPU, whole batches keep the device busy, bounded only where
+memory requires it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Reward features computed per call on CPU (the env core's steps).
+CPU_FEATURE_CHUNK = 32
+# Candidates rendered and scored per call by searches: on CPU, features of larger batches fall
+# out of cache; on a GPU, this bounds the memory of the features.
+CPU_SCORE_CHUNK = 256
+GPU_SCORE_CHUNK = 4096
+# Presets a dataset renders per call on a GPU (on CPU: the dataset's ``render_batch``).
+GPU_RENDER_BATCH = 4096
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """A device that exists on this machine, from ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
+    ``None`` (CPU).
+
+    Raises:
+        ValueError: an unknown device name, CUDA on a machine without it, or a CUDA index this
+            machine does not have; the message says what is available.
+    """
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise ValueError(f"device {device!r} is not supported: use 'cpu', 'cuda' or 'cuda:N'")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here "
+                         f"(torch {torch.__version__}); use 'cpu'")
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"device {device!r} does not exist: this machine has {count} CUDA "
+                         f"device(s), cuda:0 to cuda:{count - 1}")
+    return dev
+
+
+def chunk_size(device: torch.device | str, cpu: int | None, gpu: int | None = None) -> int | None:
+    """Items per call on ``device``: ``cpu`` on a CPU, ``gpu`` elsewhere; ``None``: the whole
+    batch in one call."""
+    return cpu if torch.device(device).type == "cpu" else gpu
+
+
+def chunks(num_items: int, size: int | None) -> list[slice]:
+    """Consecutive slices covering ``range(num_items)``, ``size`` items each (the last may be
+    shorter); one slice when ``size`` is ``None``."""
+    if size is None or size >= num_items:
+        return [slice(0, num_items)]
+    return [slice(start, min(start + size, num_items)) for start in range(0, num_items, size)]
