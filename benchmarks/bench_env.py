@@ -1,8 +1,11 @@
 """Render and env-step throughput of every backend, as ratios measured in one run.
 
 For each backend and batch size it times the raw synth render of random presets and a full
-step of the native vector env (render + features + reward + observation) on the same batch,
-in interleaved rounds so that machine noise hits all of them alike, and reports medians.
+step of the native vector env (render + features + reward + observation + autoreset) on the
+same batch, both with numpy arrays (one copy to the host per step) and with the torch-native
+path (``array_type="torch"``, nothing leaves the device), in interleaved rounds so that machine
+noise hits all of them alike, and reports medians. On a GPU it also counts the host
+synchronisations of one step of each path.
 
 Usage:
     python benchmarks/bench_env.py                      # CPU (and CUDA when present)
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 import synthmatch  # noqa: F401  (registers the ids)
+from synthmatch.devices import count_syncs
 
 BACKENDS = {"subtractive": "SynthMatch-Subtractive-v0", "fm": "SynthMatch-FM-v0",
             "torchsynth": "SynthMatch-TorchSynth-v0"}
@@ -57,40 +61,52 @@ def timer(fn: Callable[[], object], device: str) -> Callable[[], float]:
 
 
 def bench(device: str, sizes: list[int], rounds: int, backends: list[str]) -> list[dict]:
-    cases = {}
+    cases, syncs = {}, {}
     for name in backends:
         for n in sizes:
             venv = gym.make_vec(BACKENDS[name], num_envs=n, device=device)
+            tenv = gym.make_vec(BACKENDS[name], num_envs=n, device=device, array_type="torch")
             venv.reset(seed=0)
+            tenv.reset(seed=0)
             synth = venv.unwrapped.core.synth
             params = synth.params.sample(n, torch.Generator().manual_seed(1)).to(device)
             rng = np.random.default_rng(0)
             actions = rng.uniform(-1, 1, venv.action_space.shape).astype(np.float32)
+            device_actions = torch.from_numpy(actions).to(device)
             render = timer(lambda s=synth, p=params: s.render(p), device)
             step = timer(lambda v=venv, a=actions: v.step(a), device)
-            render(), step()  # warm-up: allocations, FFT plans, CUDA kernels
-            cases[name, n] = (render, step)
+            torch_step = timer(lambda v=tenv, a=device_actions: v.step(a), device)
+            render(), step(), torch_step()  # warm-up: allocations, FFT plans, CUDA kernels
+            cases[name, n] = (render, step, torch_step)
+            syncs[name, n] = (count_syncs(lambda v=venv, a=actions: v.step(a)),
+                              count_syncs(lambda v=tenv, a=device_actions: v.step(a)))
             if name == "torchsynth":
                 raw = raw_voice(n, device)
-                cases["torchsynth (raw Voice)", n] = (timer(raw, device), None)
-    times = {key: ([], []) for key in cases}
+                cases["torchsynth (raw Voice)", n] = (timer(raw, device), None, None)
+    times = {key: ([], [], []) for key in cases}
     with torch.inference_mode():
         for _ in range(rounds):
-            for key, (render, step) in cases.items():
-                times[key][0].append(render())
-                if step is not None:
-                    times[key][1].append(step())
+            for key, fns in cases.items():
+                for fn, out in zip(fns, times[key], strict=True):
+                    if fn is not None:
+                        out.append(fn())
     rows = []
-    for (name, n), (renders, steps) in times.items():
+    nan = float("nan")
+    for (name, n), (renders, steps, torch_steps) in times.items():
         render_s = statistics.median(renders)
         row = {"device": device, "backend": name, "num_envs": n, "render_ms": 1e3 * render_s,
-               "renders_per_s": n / render_s, "step_ms": float("nan"),
-               "env_steps_per_s": float("nan"), "step_over_render": float("nan")}
+               "renders_per_s": n / render_s, "step_ms": nan, "env_steps_per_s": nan,
+               "step_over_render": nan, "torch_steps_per_s": nan,
+               "torch_step_over_render": nan, "syncs": (nan, nan)}
         if steps:
+            def ratio(values: list[float]) -> float:
+                return statistics.median(s / r for s, r in zip(values, renders, strict=True))
+
             step_s = statistics.median(steps)
             row.update(step_ms=1e3 * step_s, env_steps_per_s=n / step_s,
-                       step_over_render=statistics.median(
-                           s / r for s, r in zip(steps, renders, strict=True)))
+                       step_over_render=ratio(steps),
+                       torch_steps_per_s=n / statistics.median(torch_steps),
+                       torch_step_over_render=ratio(torch_steps), syncs=syncs[name, n])
         rows.append(row)
     return rows
 
@@ -185,8 +201,9 @@ def main() -> None:
                   f"{r['renders_per_s']:.1f} |")
         print()
     print("| device | backend | num_envs | render ms | renders/s | env step ms | env steps/s "
-          "| step / render |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+          "| step / render | torch-path steps/s | torch step / render | host syncs per step "
+          "(numpy, torch) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     results = []
     for device in devices:
         rows = bench(device, args.num_envs, args.rounds, args.backends)
@@ -194,7 +211,9 @@ def main() -> None:
         for r in rows:
             print(f"| {r['device']} | {r['backend']} | {r['num_envs']} | {r['render_ms']:.2f} | "
                   f"{r['renders_per_s']:.0f} | {r['step_ms']:.2f} | "
-                  f"{r['env_steps_per_s']:.0f} | {r['step_over_render']:.2f} |")
+                  f"{r['env_steps_per_s']:.0f} | {r['step_over_render']:.2f} | "
+                  f"{r['torch_steps_per_s']:.0f} | {r['torch_step_over_render']:.2f} | "
+                  f"{'-' if device == 'cpu' else r['syncs']} |")
     print()
     for device in devices:
         by = {(r["backend"], r["num_envs"]): r for r in results if r["device"] == device}

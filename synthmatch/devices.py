@@ -9,6 +9,9 @@ memory requires it.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+
 import torch
 
 # Reward features computed per call on CPU (the env core's steps).
@@ -61,3 +64,20 @@ def chunks(num_items: int, size: int | None) -> list[slice]:
     if size is None or size >= num_items:
         return [slice(0, num_items)]
     return [slice(start, min(start + size, num_items)) for start in range(0, num_items, size)]
+
+
+def count_syncs(fn: Callable[[], object]) -> int:
+    """How many times ``fn()`` makes the host wait for the GPU (``.item()``, ``.cpu()``,
+    ``nonzero``...), counted with ``torch.cuda.set_sync_debug_mode``; 0 without CUDA."""
+    if not torch.cuda.is_available():
+        fn()
+        return 0
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message).lower() for w in caught)

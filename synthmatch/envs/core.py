@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from synthmatch.devices import CPU_FEATURE_CHUNK, chunk_size, chunks
+from synthmatch.devices import CPU_FEATURE_CHUNK, chunk_size, chunks, resolve_device
 from synthmatch.envs.seeding import START_STREAM, TARGET_STREAM, EnvSeeds
 from synthmatch.envs.targets import prepare_target_audio
 from synthmatch.rewards import PerceptualDistance
@@ -122,7 +122,7 @@ class SynthMatchCore:
             raise ValueError(f"max_step must be in (0, 1], got {max_step}")
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         if isinstance(synth, str):
             synth = make_synth(synth, probe=probe, device=self.device, **dict(synth_kwargs or {}))
         elif probe is not None or synth_kwargs:
