@@ -7,6 +7,7 @@ single env, the Gymnasium vector env and the Stable-Baselines3 adapter are thin 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -120,6 +121,11 @@ class SynthMatchCore:
             raise ValueError(f"start must be one of {START_MODES}, got {start!r}")
         if not 0.0 < max_step <= 1.0:
             raise ValueError(f"max_step must be in (0, 1], got {max_step}")
+        if not (math.isfinite(success_threshold) and success_threshold > 0):
+            raise ValueError(f"success_threshold must be a positive number, got "
+                             f"{success_threshold}")
+        if not math.isfinite(success_bonus):
+            raise ValueError(f"success_bonus must be finite, got {success_bonus}")
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
         self.device = resolve_device(device)
@@ -176,9 +182,13 @@ class SynthMatchCore:
         """Start new episodes in envs ``idx`` (a subset of ``range(num_envs)``).
 
         Options (all optional; arrays may be per env with a leading ``len(idx)`` axis):
-            ``target_params``: normalised target parameters ``(P,)`` or ``(n, P)``.
-            ``target_audio`` with ``target_sample_rate``: audio to match (see
-            :func:`prepare_target_audio` for conversions).
+            ``target_params``: normalised target parameters ``(P,)`` or ``(n, P)``, or a dict
+            from every parameter name to its normalised value (or to ``n`` values).
+            ``target_audio`` with ``target_sample_rate``: audio to match (conversions:
+            :func:`prepare_target_audio`). The leading axis of an array is the env axis: a
+            1-D array is one mono clip for every env, ``(n, T)`` one mono clip per env,
+            ``(n, C, T)`` or ``(n, T, C)`` one multi-channel clip per env; or a list of ``n``
+            clips, each 1-D (mono) or 2-D (channels).
             ``start``: ``"default"``, ``"random"`` or normalised parameters ``(P,)``/``(n, P)``.
             ``initializer``: callable ``(target_audio (n, T)) -> (n, P)`` starting parameters
             (e.g. a learned prior); overrides ``start`` for this reset, and is kept for later
@@ -261,6 +271,8 @@ class SynthMatchCore:
         self.rng.advance(idx)
 
     def _option_params(self, value, k: int, name: str) -> Tensor:
+        if isinstance(value, Mapping):
+            value = self._params_from_names(value, k, name)
         u = torch.as_tensor(np.asarray(value, dtype=np.float32) if not isinstance(value, Tensor)
                             else value, dtype=torch.float32, device=self.device)
         if u.ndim == 1:
@@ -273,14 +285,44 @@ class SynthMatchCore:
         except ValueError as err:
             raise ValueError(f"{name}: {err}") from None
 
+    def _params_from_names(self, values: Mapping, k: int, name: str) -> np.ndarray:
+        """``{parameter name: value or (k,) values}`` -> ``(k, P)``, every name required."""
+        names = self.synth.params.names
+        unknown = sorted(set(values) - set(names))
+        missing = [n for n in names if n not in values]
+        if unknown or missing:
+            raise ValueError(f"{name} as a dict needs exactly the parameters {list(names)}"
+                             + (f"; unknown: {unknown}" if unknown else "")
+                             + (f"; missing: {missing}" if missing else ""))
+        try:
+            columns = [np.broadcast_to(np.asarray(values[n], dtype=np.float32), (k,))
+                       for n in names]
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: each value must be a number or {k} numbers") from None
+        return np.stack(columns, axis=1)
+
     def _option_audio(self, options: Mapping, k: int) -> Tensor:
         if "target_sample_rate" not in options:
             raise ValueError("target_audio needs target_sample_rate (Hz)")
         audio = options["target_audio"]
         rate = options["target_sample_rate"]
-        clips = list(audio) if isinstance(audio, list | tuple) and k > 1 else [audio] * k
-        if len(clips) != k:
-            raise ValueError(f"got {len(clips)} target clips for {k} envs")
+        if isinstance(audio, list | tuple) and audio and np.ndim(audio[0]) > 0:
+            clips = list(audio)
+            if len(clips) != k:
+                raise ValueError(f"target_audio: got a list of {len(clips)} clips for {k} "
+                                 "envs being reset (one clip per env)")
+        else:
+            ndim = audio.ndim if isinstance(audio, Tensor) else np.ndim(audio)
+            shape = tuple(audio.shape) if isinstance(audio, Tensor) else np.shape(audio)
+            if ndim <= 1:
+                clips = [audio] * k
+            elif ndim in (2, 3) and shape[0] == k:
+                clips = list(audio)
+            else:
+                raise ValueError(
+                    f"target_audio of shape {shape}: the leading axis of an array is the env "
+                    f"axis and must be {k} (envs being reset); give a 1-D array for one mono "
+                    "clip for every env, or a list of clips")
         out = [prepare_target_audio(c, rate, target_rate=self.synth.sample_rate,
                                     num_samples=self.synth.num_samples) for c in clips]
         return torch.stack(out).to(self.device)

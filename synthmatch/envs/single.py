@@ -10,6 +10,7 @@ from gymnasium import spaces
 from torch import Tensor
 
 from synthmatch.envs.core import SynthMatchCore, to_numpy
+from synthmatch.envs.seeding import check_seed
 from synthmatch.envs.drawing import side_by_side
 
 
@@ -96,9 +97,15 @@ class SynthMatchEnv(gym.Env):
         self.param_names = self.core.synth.params.names
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
+        if seed is not None:
+            check_seed(seed)
         if options is not None and not isinstance(options, dict):
             raise ValueError(f"options must be a dict, got {type(options).__name__}")
+        super().reset(seed=seed)
+        if options and "target_audio" in options:
+            # One env: the array is one clip, mono or multi-channel (the core reads a
+            # leading axis as the env axis).
+            options = {**options, "target_audio": [options["target_audio"]]}
         self.core.seed(None if seed is None else [seed])
         self.core.reset_envs([0], options)
         return self._obs_info()

@@ -11,9 +11,19 @@ from torch import Tensor
 
 # A target quieter than this (peak, dBFS) is treated as silent: nothing to match.
 SILENCE_PEAK_DB = -60.0
-# Share of samples at full scale above which the target is reported as clipped.
+# Share of flat-topped samples (see _clipped_fraction) above which the target is reported as
+# clipped.
 CLIPPED_FRACTION = 0.01
 MAX_CHANNELS = 8
+# Highest sample rate accepted (Hz): above every audio format in use (768 kHz DXD/PCM).
+MAX_SAMPLE_RATE = 768_000
+# Input kept beyond the probe's length before resampling: the resampling filter's reach, so the
+# kept samples come out as if the whole clip had been resampled.
+RESAMPLE_MARGIN_S = 0.05
+# Unsigned PCM is offset binary: silence is the middle code.
+_UNSIGNED_PCM = {np.dtype(np.uint8): 128.0, np.dtype(np.uint16): 32768.0}
+_SIGNED_PCM = {np.dtype(np.int8): 128.0, np.dtype(np.int16): 32768.0,
+               np.dtype(np.int32): 2147483648.0}
 
 
 def prepare_target_audio(audio, sample_rate: int, *, target_rate: int,
@@ -22,7 +32,8 @@ def prepare_target_audio(audio, sample_rate: int, *, target_rate: int,
 
     Conversions (documented, applied in this order):
 
-    - integer PCM (``int16``/``int32``) is scaled to ``[-1, 1]``;
+    - integer PCM is scaled to ``[-1, 1]``: signed ``int8``/``int16``/``int32``, and unsigned
+      ``uint8``/``uint16`` (offset binary, as 8-bit WAVs store it: the middle code is silence);
     - multi-channel audio, ``(channels, T)`` or ``(T, channels)`` with up to 8 channels, is
       averaged to mono;
     - another sample rate is resampled (polyphase, ``scipy.signal.resample_poly``);
@@ -36,15 +47,23 @@ def prepare_target_audio(audio, sample_rate: int, *, target_rate: int,
 
     Raises:
         ValueError: empty audio, NaN/inf, float values outside ``[-1, 1]``, silence (peak below
-            -60 dBFS), more than 2 dimensions, or a non-positive sample rate.
+            -60 dBFS), more than 2 dimensions, an integer type that is not PCM (``int64``...),
+            or a sample rate that is not an integer in ``1..768000`` Hz.
     """
     x = audio.detach().cpu().numpy() if isinstance(audio, Tensor) else np.asarray(audio)
     if x.size == 0:
         raise ValueError("target audio is empty")
-    if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
-        raise ValueError(f"target sample rate must be a positive integer, got {sample_rate!r}")
-    if np.issubdtype(x.dtype, np.integer):
-        x = x.astype(np.float64) / float(np.iinfo(x.dtype).max + 1)
+    if (isinstance(sample_rate, bool | np.bool_) or not isinstance(sample_rate, int | np.integer)
+            or not 0 < sample_rate <= MAX_SAMPLE_RATE):
+        raise ValueError(f"target sample rate must be an integer number of Hz in 1.."
+                         f"{MAX_SAMPLE_RATE}, got {sample_rate!r}")
+    if x.dtype in _UNSIGNED_PCM:
+        x = (x.astype(np.float64) - _UNSIGNED_PCM[x.dtype]) / _UNSIGNED_PCM[x.dtype]
+    elif x.dtype in _SIGNED_PCM:
+        x = x.astype(np.float64) / _SIGNED_PCM[x.dtype]
+    elif np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"target audio of dtype {x.dtype} is not a PCM format: give float "
+                         "samples in [-1, 1], or int8/int16/int32/uint8/uint16 PCM")
     elif not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"target audio must be numeric, got dtype {x.dtype}")
     x = x.astype(np.float64)
@@ -66,15 +85,29 @@ def prepare_target_audio(audio, sample_rate: int, *, target_rate: int,
     if peak < 10.0 ** (SILENCE_PEAK_DB / 20.0):
         raise ValueError(f"target audio is silent (peak {20 * np.log10(max(peak, 1e-12)):.1f} "
                          f"dBFS < {SILENCE_PEAK_DB} dBFS): nothing to match")
-    if np.mean(np.abs(x) >= 0.999) > CLIPPED_FRACTION:
-        warnings.warn("target audio looks clipped (many samples at full scale); matching "
-                      "will chase the distortion", stacklevel=3)
+    if _clipped_fraction(x) > CLIPPED_FRACTION:
+        warnings.warn("target audio looks clipped (flat tops at full scale); matching will "
+                      "chase the distortion", stacklevel=3)
     if sample_rate != target_rate:
         from scipy.signal import resample_poly
 
+        # Only the probe's length is used: resample that (plus the filter's reach), not a
+        # whole long recording.
+        keep = int(np.ceil((num_samples / target_rate + RESAMPLE_MARGIN_S) * sample_rate))
         g = gcd(int(sample_rate), int(target_rate))
-        x = resample_poly(x, target_rate // g, int(sample_rate) // g)
+        x = resample_poly(x[:keep], target_rate // g, int(sample_rate) // g)
     out = np.zeros(num_samples, dtype=np.float32)
     n = min(num_samples, x.shape[0])
     out[:n] = x[:n]
     return torch.from_numpy(out)
+
+
+def _clipped_fraction(x: np.ndarray) -> float:
+    """Share of samples on a flat top near full scale: equal to both neighbours and at
+    ``|x| >= 0.99``. Clipping holds the limit value exactly for runs of samples; a clean
+    full-scale waveform passes its peaks without repeating a value."""
+    if x.shape[0] < 3:
+        return 0.0
+    mid = x[1:-1]
+    flat = (mid == x[:-2]) & (mid == x[2:]) & (np.abs(mid) >= 0.99)
+    return float(flat.sum()) / x.shape[0]

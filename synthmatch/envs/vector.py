@@ -12,6 +12,7 @@ from torch import Tensor
 
 from synthmatch.envs.core import SynthMatchCore, to_numpy
 from synthmatch.envs.drawing import side_by_side
+from synthmatch.envs.seeding import per_env_seeds
 from synthmatch.envs.single import make_spaces
 
 ARRAY_TYPES = ("numpy", "torch")
@@ -78,9 +79,10 @@ class SynthMatchVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list[int | None] | None = None,
               options: dict | None = None):
-        super().reset(seed=seed if isinstance(seed, int) else None)
         if options is not None and not isinstance(options, dict):
             raise ValueError(f"options must be a dict, got {type(options).__name__}")
+        per_env_seeds(seed, self.num_envs)  # refuse a bad seed before anything changes
+        super().reset(seed=seed if isinstance(seed, int) and seed < 2**63 else None)
         options = dict(options or {})
         mask = options.pop("reset_mask", None)
         idx = np.arange(self.num_envs) if mask is None else np.flatnonzero(
