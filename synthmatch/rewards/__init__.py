@@ -25,6 +25,7 @@ from synthmatch.rewards.features import (
     mel_filterbank,
     mel_to_hz,
     stft_power,
+    stft_powers,
 )
 from synthmatch.rewards.penalties import (
     Penalties,
@@ -61,4 +62,5 @@ __all__ = [
     "signal_stats",
     "spectral_convergence",
     "stft_power",
+    "stft_powers",
 ]

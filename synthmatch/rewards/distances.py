@@ -21,7 +21,7 @@ from synthmatch.rewards.features import (
     check_audio_pair,
     check_resolution,
     magnitude_from_power,
-    stft_power,
+    stft_powers,
 )
 
 # 2048 resolves low pitches (7.8 Hz bins at 16 kHz), 256 resolves attacks (8 ms hop), and
@@ -61,9 +61,15 @@ def log_magnitude_l1(log_pred: Tensor, log_target: Tensor) -> Tensor:
     Returns:
         ``(B,)`` mean absolute log difference.
     """
-    # An L1 norm fuses abs and sum into one pass over the difference.
+    # cdist's L1 fuses subtraction, abs and sum into one pass that allocates no difference.
     numel = log_pred.shape[-2] * log_pred.shape[-1]
-    return torch.linalg.vector_norm(log_target - log_pred, ord=1, dim=(-2, -1)) / numel
+    return torch.cdist(_as_row(log_pred), _as_row(log_target), p=1)[..., 0, 0] / numel
+
+
+def _as_row(spec: Tensor) -> Tensor:
+    """``(B, F, N)`` -> ``(B, 1, N * F)``: a view of the frame-major spectrograms of
+    :func:`~synthmatch.rewards.features.stft_powers` (a copy of other layouts)."""
+    return spec.transpose(-2, -1).reshape(*spec.shape[:-2], 1, -1)
 
 
 def check_weight(name: str, value: float) -> float:
@@ -139,13 +145,18 @@ class MultiResolutionSTFTDistance(nn.Module):
         """The ``(win_length,)`` Hann window of resolution ``i``."""
         return getattr(self, f"window_{i}")
 
+    def windows(self) -> list[Tensor]:
+        """Every resolution's window, in order."""
+        return [self.window(i) for i in range(len(self.resolutions))]
+
+    @property
+    def stft_sizes(self) -> list[tuple[int, int]]:
+        """``(n_fft, hop_length)`` of every resolution, as :func:`stft_powers` takes them."""
+        return [(n_fft, hop) for n_fft, hop, _ in self.resolutions]
+
     def power_spectra(self, x: Tensor) -> list[Tensor]:
         """Unclamped power spectrogram ``(B, n_fft // 2 + 1, frames)`` at each resolution."""
-        x = check_audio(x)
-        return [
-            stft_power(x, n_fft, hop, self.window(i))
-            for i, (n_fft, hop, _) in enumerate(self.resolutions)
-        ]
+        return stft_powers(check_audio(x), self.stft_sizes, self.windows())
 
     def magnitudes(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Clamped magnitudes and their logs at each resolution (see

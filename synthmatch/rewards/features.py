@@ -10,6 +10,7 @@ defaults (Slaney mel scale, Slaney area normalisation) and :func:`dct_matrix` is
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -94,21 +95,54 @@ def stft_power(x: Tensor, n_fft: int, hop_length: int, window: Tensor) -> Tensor
     Returns:
         ``(B, n_fft // 2 + 1, 1 + T // hop_length)`` power, unclamped.
     """
-    if x.shape[-1] <= n_fft // 2:
+    return stft_powers(x, [(n_fft, hop_length)], [window])[0]
+
+
+def stft_powers(
+    x: Tensor, resolutions: Sequence[tuple[int, int]], windows: Sequence[Tensor]
+) -> list[Tensor]:
+    """:func:`stft_power` at several resolutions of one batch, from one padded copy of it.
+
+    A centred STFT reflect-pads ``n_fft // 2`` samples on each side, and the reflect padding
+    for the largest FFT holds every smaller one (reflection starts at the edge sample and
+    walks inwards), so the batch is padded once and each STFT reads a view of that copy.
+    The values equal separate :func:`stft_power` calls bit for bit.
+
+    Args:
+        x: ``(B, T)`` audio, ``T > n_fft // 2`` for every resolution.
+        resolutions: ``(n_fft, hop_length)`` of each spectrogram.
+        windows: The ``(win_length,)`` window of each (see :func:`stft_power`).
+
+    Returns:
+        Per resolution, ``(B, n_fft // 2 + 1, 1 + T // hop_length)`` power, unclamped, stored
+        frame-major (see the comment below).
+    """
+    num_samples = x.shape[-1]
+    largest = max(n_fft for n_fft, _ in resolutions)
+    pad = largest // 2
+    if num_samples <= pad:
         raise ValueError(
-            f"audio of {x.shape[-1]} samples is too short for n_fft={n_fft} "
-            f"(need more than {n_fft // 2} for the centred, reflect-padded STFT)"
+            f"audio of {num_samples} samples is too short for n_fft={largest} "
+            f"(need more than {pad} for the centred, reflect-padded STFT)"
         )
-    window = window.to(device=x.device, dtype=x.dtype)
-    spec = torch.stft(x, n_fft, hop_length, window.shape[0], window, return_complex=True)
-    # torch.stft's (B, F, N) result is a transposed view of frame-major memory. Squaring the
-    # real and imaginary parts in that memory order gives a dense real tensor (2-3x faster than
-    # abs(), which calls hypot), and keeping it frame-major lets the filterbank matmuls below
-    # run as one plain GEMM.
-    parts = torch.view_as_real(spec.transpose(-2, -1))
-    # In place when no gradient is needed: every fresh large CPU tensor costs page faults.
-    squares = parts.square() if parts.requires_grad else parts.square_()
-    return (squares[..., 0] + squares[..., 1]).transpose(-2, -1)
+    # Equals F.pad(x, (pad, pad), mode="reflect"), in about half the time on CPU.
+    padded = torch.cat([x[..., 1 : pad + 1].flip(-1), x, x[..., -pad - 1 : -1].flip(-1)], -1)
+    powers = []
+    for (n_fft, hop_length), window in zip(resolutions, windows, strict=True):
+        start = pad - n_fft // 2
+        view = padded[..., start : start + num_samples + 2 * (n_fft // 2)]
+        window = window.to(device=x.device, dtype=x.dtype)
+        spec = torch.stft(view, n_fft, hop_length, window.shape[0], window, center=False,
+                          return_complex=True)
+        # torch.stft's (B, F, N) result is a transposed view of frame-major memory. Squaring
+        # the real and imaginary parts in that memory order gives a dense real tensor (2-3x
+        # faster than abs(), which calls hypot), and keeping it frame-major lets the
+        # filterbank matmuls run as one plain GEMM.
+        parts = torch.view_as_real(spec.transpose(-2, -1))
+        # In place when no gradient is needed: every fresh large CPU tensor costs page faults.
+        squares = parts.square() if parts.requires_grad else parts.square_()
+        powers.append((squares[..., 0] + squares[..., 1]).transpose(-2, -1))
+    return powers
 
 
 def magnitude_from_power(

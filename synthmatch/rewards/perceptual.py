@@ -26,6 +26,7 @@ from synthmatch.rewards.features import (
     LogMelSpectrogram,
     check_audio,
     magnitude_from_power,
+    stft_powers,
 )
 from synthmatch.rewards.penalties import SignalStats, penalties_from_stats, signal_stats
 
@@ -174,8 +175,9 @@ class PerceptualDistance(nn.Module):
     the distance of an unrelated sound.
 
     Speed: the STFT at ``(n_fft, hop_length)`` serves the log-mel, MFCC, centroid and loudness
-    and, when it is one of the MR-STFT resolutions (the default), that term too. Cache a
-    target's :meth:`features` and pass them instead of audio to avoid recomputing them.
+    (one matmul for all three) and, when it is one of the MR-STFT resolutions (the default),
+    that term too; every STFT reads one reflect-padded copy of the audio. Cache a target's
+    :meth:`features` and pass them instead of audio to avoid recomputing them.
 
     Args:
         sample_rate: Sample rate in Hz.
@@ -245,9 +247,12 @@ class PerceptualDistance(nn.Module):
         # Mel bands, centroid and loudness are all linear in the power: one matmul serves them.
         front_basis = torch.cat([self.log_mel.projection, self.descriptors.basis], dim=1)
         self.register_buffer("_front_basis", front_basis, persistent=False)
+        # The front end's power is the MR-STFT's at the same resolution (the default), else an
+        # extra spectrogram computed alongside them.
         front_end = (int(n_fft), int(hop_length), int(n_fft))
         resolutions = self.stft_distance.resolutions
-        self._shared = resolutions.index(front_end) if front_end in resolutions else None
+        self._shared = front_end in resolutions
+        self._front = resolutions.index(front_end) if self._shared else len(resolutions)
 
     @property
     def log_mel(self) -> LogMelSpectrogram:
@@ -269,8 +274,13 @@ class PerceptualDistance(nn.Module):
             :class:`AudioFeatures` on ``audio``'s device.
         """
         x = check_audio(audio)
-        powers = self.stft_distance.power_spectra(x)
-        power = powers[self._shared] if self._shared is not None else self.log_mel.power(x)
+        sizes, windows = self.stft_distance.stft_sizes, self.stft_distance.windows()
+        if not self._shared:
+            sizes = [*sizes, (self.log_mel.n_fft, self.log_mel.hop_length)]
+            windows = [*windows, self.log_mel.window]
+        powers = stft_powers(x, sizes, windows)
+        power = powers[self._front]
+        powers = powers[: len(self.stft_distance.resolutions)]
         basis = self._front_basis.to(device=power.device, dtype=power.dtype)
         proj = torch.matmul(power.transpose(-2, -1), basis)
         # Only now may the powers become magnitudes in place.
