@@ -213,6 +213,22 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(features.log_mel[2], gpu.features(pred[1:2].cuda()).log_mel[0])
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_features_and_distance_never_wait_for_the_host():
+    dist = PerceptualDistance(SR).to("cuda")
+    pred, target = synth_like(64, 30).cuda(), synth_like(64, 31).cuda()
+    cached = dist.features(target)
+    expected = dist.distance(dist.features(pred[:32]), cached.rows(0, 32))  # warm-up
+    # An env step: features of a chunk, compared with rows of the cached target features.
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        value = dist.distance(dist.features(pred[:32]), cached.rows(0, 32))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(value, expected)
+
+
 def _tensors(features: AudioFeatures) -> list[torch.Tensor]:
     return [
         *features.mag, *features.log_mag, features.mag_norm, features.log_mel, features.mfcc,
