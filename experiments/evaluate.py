@@ -24,7 +24,10 @@ from scipy.io import wavfile
 
 import synthmatch  # noqa: F401  (registers the ids)
 from synthmatch.agents.evaluation import HELD_OUT_SEED, evaluate, random_policy
-from synthmatch.agents.training import ALGORITHMS, warm_start
+from synthmatch.agents.training import load_model, read_config, run_dir_of, warm_start
+from synthmatch.cli import run
+from synthmatch.devices import resolve_device
+from synthmatch.envs.registration import env_settings
 
 
 @dataclass
@@ -52,21 +55,27 @@ class Args:
 
 def main(args: Args) -> None:
     if args.random_policy == (args.checkpoint is not None):
-        raise SystemExit("give a checkpoint or --random-policy (exactly one)")
+        raise ValueError("give a checkpoint or --random-policy (exactly one)")
+    if args.num_targets < 1:
+        raise ValueError(f"--num-targets must be >= 1, got {args.num_targets}")
+    if args.wav_dir is not None and Path(args.wav_dir).exists() and \
+            not Path(args.wav_dir).is_dir():
+        raise ValueError(f"--wav-dir {args.wav_dir} exists and is not a directory")
     config = {}
     if args.checkpoint is not None:
         checkpoint = Path(args.checkpoint)
         if not checkpoint.is_file():
-            raise SystemExit(f"no checkpoint at {checkpoint}")
-        run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" \
-            else checkpoint.parent
-        config_path = run_dir / "config.json"
-        if not config_path.is_file():
-            raise SystemExit(f"{config_path} not found: is {checkpoint} inside a training run?")
-        config = json.loads(config_path.read_text())
+            raise FileNotFoundError(f"no checkpoint at {checkpoint}")
+        run_dir = run_dir_of(checkpoint)
+        config = read_config(run_dir)
+        if "env_id" not in config or "algo" not in config:
+            raise FileNotFoundError(f"{run_dir / 'config.json'} not found: is {checkpoint} "
+                                    "inside a training run?")
     env_id = args.env_id or config.get("env_id")
     if env_id is None:
-        raise SystemExit("--env-id is needed with --random-policy")
+        raise ValueError("--env-id is needed with --random-policy")
+    env_settings(env_id)
+    resolve_device(args.device)
 
     extra = {"max_step": config["max_step"]} if config.get("max_step") is not None else {}
     venv = gym.make_vec(env_id, num_envs=args.num_targets, device=args.device, **extra)
@@ -76,7 +85,10 @@ def main(args: Args) -> None:
     if args.random_policy:
         policy = random_policy(core.num_params, seed=args.seed)
     else:
-        model = ALGORITHMS[config["algo"]].load(args.checkpoint, device=args.device)
+        if env_id != config["env_id"]:
+            raise ValueError(f"--env-id {env_id} differs from the model's env "
+                             f"{config['env_id']}; a policy plays the env it was trained on")
+        model = load_model(args.checkpoint, args.device, config=config)
         policy = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
     results = evaluate(core, policy, max_steps=gym.spec(env_id).max_episode_steps or 50,
                        seed=args.seed)
@@ -107,4 +119,4 @@ def write_wavs(folder: Path, core) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run(main, Args, "evaluate.py")

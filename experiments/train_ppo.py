@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import tyro
-
 import synthmatch  # noqa: F401  (registers the ids)
 from synthmatch.agents.training import RunSettings, train
+from synthmatch.cli import run
 
 
 @dataclass
@@ -43,11 +42,11 @@ class Args(RunSettings):
 
 
 def main(args: Args) -> None:
+    # log_std_init reaches the policy through training.policy_kwargs (from the run's settings).
     ppo = dict(n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
-               learning_rate=args.learning_rate, gamma=args.gamma, ent_coef=args.ent_coef,
-               policy_kwargs=dict(log_std_init=args.log_std_init))
+               learning_rate=args.learning_rate, gamma=args.gamma, ent_coef=args.ent_coef)
     train("ppo", args, ppo)
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run(main, Args, "train_ppo.py")

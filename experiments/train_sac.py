@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import tyro
-
 import synthmatch  # noqa: F401  (registers the ids)
 from synthmatch.agents.training import RunSettings, train
+from synthmatch.cli import run
 
 
 @dataclass
@@ -49,4 +48,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run(main, Args, "train_sac.py")

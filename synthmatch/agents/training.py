@@ -87,15 +87,167 @@ def warm_start(core: SynthMatchCore, prior_path: str | None, k: int = 1, seed: i
     core.initializer = PriorInitializer(prior, core.synth, k=k, seed=seed)
 
 
-def env_kwargs(run: RunSettings) -> dict[str, Any]:
+# Settings a resumed run may change; every other one comes from the run's config.json.
+RESUMABLE = ("total_timesteps", "resume", "device", "checkpoint_every", "media_every",
+             "eval_targets", "log_dir", "run_name")
+
+
+def env_kwargs(run: RunSettings | dict[str, Any]) -> dict[str, Any]:
     """Env arguments the run sets (only those given, so the registry's defaults hold)."""
-    return {} if run.max_step is None else {"max_step": run.max_step}
+    max_step = run.get("max_step") if isinstance(run, dict) else run.max_step
+    return {} if max_step is None else {"max_step": max_step}
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     """A run's config.json (empty if it has none)."""
     path = run_dir / "config.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_dir_of(checkpoint: str | Path) -> Path:
+    """The run directory of ``runs/X/model.zip`` or ``runs/X/checkpoints/latest.zip``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" \
+        else checkpoint.parent
+
+
+def check_settings(run: RunSettings) -> None:
+    """Refuse settings that cannot make a sensible run, before anything is written.
+
+    Raises:
+        ValueError: a non-positive budget, size or period, an unknown env, or a device this
+            machine lacks (the message names the flag).
+    """
+    from synthmatch.devices import resolve_device
+    from synthmatch.envs.registration import env_settings
+
+    for flag in ("total_timesteps", "num_envs", "checkpoint_every", "media_every",
+                 "eval_targets", "warm_start_k", "features_dim"):
+        value = getattr(run, flag)
+        if value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if run.max_step is not None and not 0.0 < run.max_step <= 1.0:
+        raise ValueError(f"--max-step must be in (0, 1], got {run.max_step}")
+    env_settings(run.env_id)  # an unknown or foreign id is a clear ValueError
+    resolve_device(run.device)
+    if run.warm_start is not None and not Path(run.warm_start).is_file():
+        raise ValueError(f"--warm-start: no prior checkpoint at {run.warm_start}")
+
+
+def resumed_settings(run: RunSettings) -> tuple[RunSettings, Path]:
+    """The settings of the run ``run.resume`` continues, and its directory.
+
+    Every setting comes from the run's config.json except those in :data:`RESUMABLE`; a flag
+    that contradicts the recorded value is refused.
+
+    Raises:
+        FileNotFoundError: no checkpoint, or no config.json beside it.
+        ValueError: a conflicting flag (the message names it and the recorded value).
+    """
+    checkpoint = Path(run.resume)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
+    run_dir = run_dir_of(checkpoint)
+    recorded = read_config(run_dir)
+    if not recorded:
+        raise FileNotFoundError(f"--resume: {run_dir / 'config.json'} not found; is "
+                                f"{checkpoint} inside a training run?")
+    defaults = type(run)()
+    updates = {}
+    for name, value in asdict(run).items():
+        if name in RESUMABLE or name not in recorded:
+            continue
+        if value != getattr(defaults, name) and value != recorded[name]:
+            raise ValueError(f"--{name.replace('_', '-')} {value} conflicts with the resumed "
+                             f"run's {recorded[name]} ({run_dir / 'config.json'}); a resumed run "
+                             "keeps its settings")
+        updates[name] = recorded[name]
+    return replace(run, **updates), run_dir
+
+
+def policy_kwargs(algo: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The policy's constructor arguments, from a run's settings: used to build the policy and,
+    when loading a checkpoint, instead of the pickled copy in the file."""
+    kwargs: dict[str, Any] = {
+        "features_extractor_class": SpectrogramExtractor,
+        "features_extractor_kwargs": {"features_dim": settings.get("features_dim", 256)}}
+    if algo == "ppo" and "log_std_init" in settings:
+        kwargs["log_std_init"] = settings["log_std_init"]
+    return kwargs
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint holds pickled entries this project does not write."""
+
+
+def load_model(checkpoint: str | Path, device: str = "cpu", env: VecEnv | None = None,
+               config: dict[str, Any] | None = None) -> BaseAlgorithm:
+    """Load a train_ppo.py / train_sac.py checkpoint without running code from the file.
+
+    SB3 stores some entries of a model as cloudpickle, which runs arbitrary code when loaded.
+    Every such entry is rebuilt here from the run's config.json (plain JSON) and the env's
+    spaces, and passed to SB3 as ``custom_objects``, so nothing is unpickled; a file with a
+    pickled entry not in that list is refused. Weights load with ``torch.load(...,
+    weights_only=True)`` (SB3's own choice).
+
+    Args:
+        checkpoint: ``runs/X/model.zip`` or ``runs/X/checkpoints/latest.zip``.
+        device: Where the policy goes.
+        env: The env to attach (its spaces are used); ``None``: spaces from the run's env id.
+        config: The run's settings (default: its config.json).
+
+    Raises:
+        FileNotFoundError: no file, or no config.json for it.
+        zipfile.BadZipFile: not a zip (truncated, corrupt).
+        UnsafeCheckpointError: a pickled entry this project does not write.
+        ValueError: the file's spaces differ from the env's.
+    """
+    import zipfile
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"no checkpoint at {checkpoint}")
+    config = config if config is not None else read_config(run_dir_of(checkpoint))
+    if "algo" not in config or "env_id" not in config:
+        raise FileNotFoundError(f"{run_dir_of(checkpoint) / 'config.json'} with algo and env_id "
+                                f"not found: is {checkpoint} inside a training run?")
+    algo = config["algo"]
+    if algo not in ALGORITHMS:
+        raise ValueError(f"{checkpoint}: unknown algorithm {algo!r} in its config.json")
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            data = json.loads(archive.read("data"))
+    except KeyError:
+        raise zipfile.BadZipFile(f"{checkpoint} is not an SB3 checkpoint (no 'data' entry)") \
+            from None
+    except (zipfile.BadZipFile, json.JSONDecodeError, EOFError, OSError) as err:
+        raise zipfile.BadZipFile(f"{checkpoint} is not a readable checkpoint ({err})") from None
+    if env is not None:
+        spaces = (env.observation_space, env.action_space)
+    else:
+        import gymnasium as gym
+
+        probe = gym.make(config["env_id"], **env_kwargs(config))
+        spaces = (probe.observation_space, probe.action_space)
+        probe.close()
+    custom = {
+        "policy_class": ALGORITHMS[algo].policy_aliases["MultiInputPolicy"],
+        "policy_kwargs": policy_kwargs(algo, config),
+        "observation_space": spaces[0], "action_space": spaces[1],
+        "lr_schedule": None, "clip_range": config.get("clip_range", 0.2),
+        "train_freq": config.get("train_freq", 1),
+        "rollout_buffer_class": None, "replay_buffer_class": None,
+        "_last_obs": None, "_last_original_obs": None, "_last_episode_starts": None,
+        "ep_info_buffer": None, "ep_success_buffer": None,
+    }
+    pickled = {key for key, value in data.items()
+               if isinstance(value, dict) and ":serialized:" in value}
+    unknown = sorted(pickled - set(custom))
+    if unknown:
+        raise UnsafeCheckpointError(
+            f"{checkpoint} holds pickled entries this project does not write ({unknown}); "
+            "refusing to load it, since unpickling can run code from the file")
+    return ALGORITHMS[algo].load(checkpoint, env=env, device=device, custom_objects=custom)
 
 
 def core_of(env: VecEnv) -> SynthMatchCore:
@@ -220,23 +372,16 @@ def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any]) -> Path:
             config.json).
         algo_kwargs: Keyword arguments of the SB3 algorithm (n_steps, learning_rate...).
     """
-    hyperparameters = asdict(run)
     if run.resume:
-        checkpoint = Path(run.resume)
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
-        run_dir = checkpoint.parent.parent
-        recorded = read_config(run_dir)
-        if run.warm_start is None and recorded.get("warm_start"):
-            run = replace(run, warm_start=recorded["warm_start"],
-                          warm_start_k=recorded.get("warm_start_k", 1))
-            print(f"Resuming with the run's warm start: {run.warm_start}")
-        if run.max_step is None and recorded.get("max_step") is not None:
-            run = replace(run, max_step=recorded["max_step"])
+        run, run_dir = resumed_settings(run)
     else:
         name = run.run_name or f"{run.env_id}__{algo}__{run.seed}__{int(time.time())}"
         run_dir = Path(run.log_dir) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
+        if (run_dir / "config.json").exists():
+            raise ValueError(f"{run_dir} already holds a run; pick another --run-name, or "
+                             f"continue it with --resume {run_dir / 'checkpoints/latest.zip'}")
+    check_settings(run)
+    hyperparameters = asdict(run)
     latest = run_dir / "checkpoints" / "latest.zip"
 
     # Seeding: numpy and torch globals, env i with seed + i, SB3's own generators.
@@ -246,17 +391,15 @@ def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any]) -> Path:
     env = VecMonitor(make_sb3_vec_env(run.env_id, num_envs=run.num_envs, seed=run.seed,
                                       device=run.device, **env_kwargs(run)))
     warm_start(core_of(env), run.warm_start, run.warm_start_k, run.seed)
-    algorithm = ALGORITHMS[algo]
+    config = {"algo": algo, **hyperparameters}
     if run.resume:
-        model = algorithm.load(run.resume, env=env, device=run.device)
+        model = load_model(run.resume, run.device, env, {**read_config(run_dir), **config})
     else:
-        algo_kwargs = dict(algo_kwargs)
-        policy_kwargs = dict(**algo_kwargs.pop("policy_kwargs", {}),
-                             features_extractor_class=SpectrogramExtractor,
-                             features_extractor_kwargs=dict(features_dim=run.features_dim))
-        model = algorithm("MultiInputPolicy", env, seed=run.seed, device=run.device,
-                          policy_kwargs=policy_kwargs, verbose=0, **algo_kwargs)
-        write_json_atomic(run_dir / "config.json", {"algo": algo, **hyperparameters})
+        model = ALGORITHMS[algo]("MultiInputPolicy", env, seed=run.seed, device=run.device,
+                                 policy_kwargs=policy_kwargs(algo, hyperparameters), verbose=0,
+                                 **algo_kwargs)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "config.json", config)
     model.set_logger(configure(str(run_dir), ["tensorboard"]))
     table = "|setting|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|"
                                                   for k, v in hyperparameters.items())

@@ -92,14 +92,18 @@ def env_settings(env_id: str) -> tuple[str, tuple[str, ...] | None, dict]:
     """``(synth name, free parameter names or None, synth_kwargs)`` of a registered id.
 
     Raises:
-        ValueError: ``env_id`` is not registered (the message lists the ids).
+        ValueError: ``env_id`` is not a registered synthmatch id (the message lists them).
     """
     register_all()
     try:
-        kwargs = gym.spec(env_id).kwargs
+        spec = gym.spec(env_id)
     except gym.error.Error:
         raise ValueError(f"unknown env id {env_id!r}; available: {', '.join(env_ids())}") \
             from None
+    if spec.entry_point != ENTRY_POINT:
+        raise ValueError(f"{env_id!r} is not a synthmatch env; available: "
+                         f"{', '.join(env_ids())}")
+    kwargs = spec.kwargs
     free = kwargs.get("free_params")
     return kwargs["synth"], None if free is None else tuple(free), kwargs.get("synth_kwargs", {})
 

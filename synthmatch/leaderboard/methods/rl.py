@@ -32,12 +32,6 @@ class MeteredSynth(Synth):
         return self.meter.render(params)
 
 
-def run_dir_of(checkpoint: Path) -> Path:
-    """``runs/<name>`` for ``runs/<name>/model.zip`` or ``runs/<name>/checkpoints/x.zip``."""
-    parent = checkpoint.parent
-    return parent.parent if parent.name == "checkpoints" else parent
-
-
 class RLPolicy(Method):
     """One episode of a trained policy per target, deterministic actions.
 
@@ -50,7 +44,7 @@ class RLPolicy(Method):
     name = "rl"
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu"):
-        from synthmatch.agents.training import ALGORITHMS, read_config
+        from synthmatch.agents.training import load_model, read_config, run_dir_of
 
         self.checkpoint = Path(checkpoint)
         if not self.checkpoint.is_file():
@@ -60,7 +54,7 @@ class RLPolicy(Method):
             raise ValueError(f"{self.checkpoint}: its run has no config.json with env_id and "
                              "algo (is it a train_ppo.py / train_sac.py run?)")
         self.env_id = self.config["env_id"]
-        self.model = ALGORITHMS[self.config["algo"]].load(self.checkpoint, device=device)
+        self.model = load_model(self.checkpoint, device, config=self.config)
         warm = self.config.get("warm_start")
         self.prior = Prior(warm, device) if warm else None
         self.k = int(self.config.get("warm_start_k", 1)) if warm else 0

@@ -1,0 +1,48 @@
+"""The command-line contract every script keeps: a user's mistake is one line on stderr and
+exit code 2, never a traceback (set ``SYNTHMATCH_DEBUG=1`` to see one); Ctrl-C is exit code
+130."""
+
+from __future__ import annotations
+
+import os
+import sys
+import zipfile
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+import tyro
+
+A = TypeVar("A")
+
+# What a user's mistake raises: bad values, missing or unreadable files, unknown names.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, KeyError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+    PermissionError, zipfile.BadZipFile, EOFError,
+)
+
+
+def fail(prog: str, message: object) -> NoReturn:
+    """Print ``prog: error: message`` to stderr and exit with code 2."""
+    if isinstance(message, KeyError) and message.args:
+        message = message.args[0]  # KeyError's str() adds quotes
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def run(main: Callable[[A], int | None], args_type: type[A], prog: str,
+        errors: tuple[type[BaseException], ...] = ()) -> NoReturn:
+    """Parse ``args_type`` with tyro (``--help`` included), run ``main`` and exit: 0 (or what
+    ``main`` returns), 2 with one line for a user's mistake, 130 on Ctrl-C."""
+    import gymnasium
+
+    args = tyro.cli(args_type)
+    try:
+        code = main(args)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except (*USER_ERRORS, gymnasium.error.Error, *errors) as err:
+        if os.environ.get("SYNTHMATCH_DEBUG"):
+            raise  # the traceback, for reporting a bug
+        fail(prog, err)
+    raise SystemExit(code or 0)
