@@ -329,3 +329,73 @@ def test_a_damaged_checkpoint_is_a_clear_error(tiny_run, tmp_path, damage):
     (run_dir / "model.zip").write_bytes(content)
     result = script("evaluate.py", run_dir / "model.zip", "--num-targets", "2")
     assert_one_line_error(result, "model.zip")
+
+
+# ---------------------------------------------------------------------------------- presets
+def test_a_preset_saved_from_an_env_loads_back_to_the_same_sound(tmp_path):
+    import torch
+
+    from synthmatch.synths.presets import load_preset, save_preset
+
+    env = gym.make("SynthMatch-v0")
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(env.action_space.sample())
+    core = env.unwrapped.core
+    loaded = load_preset(save_preset(tmp_path / "p.json", core.synth, core.params[0]),
+                         core.synth)
+    torch.testing.assert_close(core.synth.render(loaded[None]),
+                               core.synth.render(core.params[:1]), rtol=0, atol=0)
+
+
+def test_a_vst3_preset_with_a_discrete_parameter_round_trips(tmp_path):
+    import torch
+
+    from synthmatch.synths import make_synth
+    from tests.conftest import plugin_path
+
+    synth = make_synth("vst3", plugin_path=str(plugin_path("Nekobi")),
+                       parameters=["waveform", "cutoff*"])
+    try:
+        u = torch.tensor([[0.37, 0.61]])
+        synth.save_preset_with_state(tmp_path / "n.json", u[0])
+        loaded = synth.load_preset_with_state(tmp_path / "n.json")
+        torch.testing.assert_close(synth.params.quantize(loaded[None]),
+                                   synth.params.quantize(u), atol=1e-6, rtol=0)
+    finally:
+        synth.close()
+
+
+def preset_dict():
+    from synthmatch.synths.presets import preset_to_dict
+    from synthmatch.synths.subtractive import SubtractiveSynth
+
+    synth = SubtractiveSynth()
+    return synth, preset_to_dict(synth, synth.params.defaults(1)[0])
+
+
+# (id, change to a valid preset file, message)
+PRESET_ERRORS = [
+    ("binary-bytes", lambda d: b"\x89PNG\r\n\x1a\n\x00\xff", "not a text file"),
+    ("normalized-nan", lambda d: d["parameters"]["cutoff_hz"].update(normalized=math.nan),
+     "normalized must be a finite number"),
+    ("version-true", lambda d: d.update(version=True), "'version' must be 1"),
+    ("other-probe-note", lambda d: d["probe"].update(midi_pitch=48),
+     "'probe' differs from the synth's"),
+]
+
+
+@pytest.mark.parametrize("change,match", [r[1:] for r in PRESET_ERRORS],
+                         ids=[r[0] for r in PRESET_ERRORS])
+def test_a_bad_preset_file_is_a_clear_error(tmp_path, change, match):
+    from synthmatch.synths.presets import PresetError, load_preset
+
+    synth, data = preset_dict()
+    result = change(data)
+    path = tmp_path / "p.json"
+    if isinstance(result, bytes):
+        path.write_bytes(result)
+    else:
+        path.write_text(json.dumps(data))
+    with pytest.raises(PresetError, match=match):
+        load_preset(path, synth)

@@ -12,7 +12,9 @@ Format (version 1)::
     }
 
 The real-unit ``value`` is authoritative; ``normalized`` is written for convenience and, when
-present on load, must agree with ``value``.
+present on load, must agree with ``value`` (for a discrete parameter: lie in the range of
+normalised values that select it). Discrete parameters are written snapped to their choice, so
+what ``save_preset`` writes, ``load_preset`` reads back to the same sound.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def preset_to_dict(synth: Synth, params: Tensor, name: str = "") -> dict:
     if isinstance(synth, FrozenSynth):
         synth, row = synth.inner, synth.expand(row)
     real = synth.params.to_real(row.double())[0]
+    row = synth.params.quantize(row)  # a discrete parameter's normalised value, snapped
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -69,13 +72,16 @@ def save_preset(path: str | Path, synth: Synth, params: Tensor, name: str = "") 
     return path
 
 
-def preset_from_dict(data: dict, table: ParamTable, synth_name: str | None = None) -> Tensor:
+def preset_from_dict(data: dict, table: ParamTable, synth_name: str | None = None,
+                     probe: ProbeNote | None = None) -> Tensor:
     """Validate a preset dict against ``table``; return its normalised values ``(P,)``.
 
     Args:
         data: The parsed JSON.
         table: The parameter table of the synth the preset is for.
         synth_name: If given, the preset's ``synth`` field must match it.
+        probe: If given, the preset's ``probe`` (when it has one) must match it: a preset
+            matched at another note or length is another sound.
 
     Raises:
         PresetError: naming the field that is missing, unknown, of the wrong type, out of
@@ -85,15 +91,21 @@ def preset_from_dict(data: dict, table: ParamTable, synth_name: str | None = Non
         raise PresetError(f"a preset must be a JSON object, got {type(data).__name__}")
     if data.get("format") != FORMAT:
         raise PresetError(f"'format' must be {FORMAT!r}, got {data.get('format')!r}")
-    if data.get("version") != VERSION:
-        raise PresetError(f"'version' must be {VERSION}, got {data.get('version')!r}")
+    version = data.get("version")
+    if isinstance(version, bool) or version != VERSION:
+        raise PresetError(f"'version' must be {VERSION}, got {version!r}")
     if synth_name is not None and data.get("synth") != synth_name:
         raise PresetError(f"'synth' is {data.get('synth')!r}, expected {synth_name!r}")
     if "probe" in data:
         try:
-            ProbeNote(**data["probe"])
+            recorded = ProbeNote(**data["probe"])
         except (TypeError, ValueError) as err:
             raise PresetError(f"'probe' is invalid: {err}") from None
+        if probe is not None and recorded != probe:
+            differ = {k: (v, getattr(probe, k)) for k, v in recorded.to_dict().items()
+                      if v != getattr(probe, k)}
+            raise PresetError("'probe' differs from the synth's (preset vs synth): " + ", ".join(
+                f"{k} {a} vs {b}" for k, (a, b) in differ.items()))
     params = data.get("parameters")
     if not isinstance(params, dict):
         raise PresetError("'parameters' must be an object of name -> {value, normalized}")
@@ -122,9 +134,13 @@ def preset_from_dict(data: dict, table: ParamTable, synth_name: str | None = Non
         u = float(spec.to_normalized(torch.tensor(float(value), dtype=torch.float64)))
         if "normalized" in entry:
             given = entry["normalized"]
-            if isinstance(given, bool) or not isinstance(given, int | float):
-                raise PresetError(f"{field}.normalized must be a number, got {given!r}")
-            if abs(given - u) > AGREEMENT_TOLERANCE:
+            if isinstance(given, bool) or not isinstance(given, int | float) or \
+                    not math.isfinite(given):
+                raise PresetError(f"{field}.normalized must be a finite number, got {given!r}")
+            # A discrete parameter reads any normalised value within its choice's step.
+            reach = AGREEMENT_TOLERANCE if spec.choices is None else (
+                0.5 / (len(spec.choices) - 1) + AGREEMENT_TOLERANCE)
+            if abs(given - u) > reach:
                 raise PresetError(
                     f"{field}.normalized {given} disagrees with value {value} "
                     f"(which normalises to {u:.6f})")
@@ -145,10 +161,12 @@ def load_preset(path: str | Path, synth: Synth) -> Tensor:
         full = load_preset(path, synth.inner)
         return full[synth.free_index.to(full.device)]
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise PresetError(f"{path}: not a text file (a preset is JSON)") from None
     except json.JSONDecodeError as err:
         raise PresetError(f"{path}: not valid JSON ({err})") from None
     try:
-        return preset_from_dict(data, synth.params, synth.name).to(synth.device)
+        return preset_from_dict(data, synth.params, synth.name, synth.probe).to(synth.device)
     except PresetError as err:
         raise PresetError(f"{path}: {err}") from None
