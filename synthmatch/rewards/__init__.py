@@ -5,6 +5,7 @@ Every distance is a callable ``(pred (B, T), target (B, T)) -> (B,)``. The envir
 ``log_mel`` doubles as the observation) and compares cached target features each step.
 """
 
+from synthmatch.rewards.audio_features import AudioFeatures
 from synthmatch.rewards.descriptors import SpectralDescriptors, a_weighting_db
 from synthmatch.rewards.distances import (
     DEFAULT_FFT_SIZES,
@@ -34,7 +35,7 @@ from synthmatch.rewards.penalties import (
     penalties_from_stats,
     signal_stats,
 )
-from synthmatch.rewards.perceptual import AudioFeatures, PerceptualDistance
+from synthmatch.rewards.perceptual import PerceptualDistance
 
 __all__ = [
     "DEFAULT_FFT_SIZES",

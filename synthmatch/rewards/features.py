@@ -146,7 +146,11 @@ def stft_powers(
 
 
 def magnitude_from_power(
-    power: Tensor, eps: float = POWER_EPS, *, inplace: bool = False
+    power: Tensor,
+    eps: float = POWER_EPS,
+    *,
+    inplace: bool = False,
+    out: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Clamped magnitude and its natural log, exactly as auraloss's ``STFTLoss.stft``.
 
@@ -155,10 +159,16 @@ def magnitude_from_power(
         eps: Power floor applied before the square root.
         inplace: Turn ``power`` itself into the magnitude (saves a large allocation; ignored
             when ``power`` requires grad).
+        out: ``(mag, log_mag)`` tensors shaped like ``power`` to write the results into;
+            ``power`` is then clamped in place, as scratch. Not for tensors that need grad.
 
     Returns:
         ``(mag, log_mag)``, both shaped like ``power``: ``sqrt(max(power, eps))`` and its log.
     """
+    if out is not None:
+        mag, log_mag = out
+        torch.sqrt(power.clamp_min_(eps), out=mag)
+        return mag, torch.log(mag, out=log_mag)
     if inplace and not power.requires_grad:
         mag = power.clamp_min_(eps).sqrt_()
     else:

@@ -1,10 +1,12 @@
-"""Test signals shared by the reward tests."""
+"""Test signals, and a view of features as tensors, shared by the reward tests."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+
+from synthmatch.rewards import AudioFeatures
 
 SR = 16000
 
@@ -31,3 +33,12 @@ def synth_like(batch: int, seed: int) -> torch.Tensor:
     for k in range(1, 9):
         out += torch.sin(2 * math.pi * k * f0 * t) * bright**k
     return 0.3 * level * out * torch.exp(-3 * t)
+
+
+def feature_tensors(features: AudioFeatures) -> list[torch.Tensor]:
+    """Every tensor of ``features``, in a fixed order."""
+    return [
+        *features.mag, *features.log_mag, features.mag_norm, features.log_mel, features.mfcc,
+        features.centroid_hz, features.loudness_db, features.stats.dc,
+        features.stats.clip_fraction, features.stats.rms_db,
+    ]

@@ -15,9 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from synthmatch.rewards import PerceptualDistance, a_weighting_db, dct_matrix, mel_filterbank
+from synthmatch.rewards import (
+    PerceptualDistance,
+    a_weighting_db,
+    dct_matrix,
+    mel_filterbank,
+    perceptual,
+)
 from synthmatch.rewards.features import mel_band_edges
-from tests.rewards.signals import SR, noise, synth_like, tone
+from tests.rewards.signals import SR, feature_tensors, noise, synth_like, tone
 
 # Default PerceptualDistance arguments, spelled out so the oracle does not read them back from
 # the module under test.
@@ -155,6 +161,20 @@ def test_features_of_short_audio_equal_the_oracle():
     assert_features_equal(dist, audio, oracle_features(audio, {}), rtol=1e-5)
     with pytest.raises(ValueError, match="too short"):
         dist.features(audio[:, :1024])
+
+
+
+def test_features_in_pieces_equal_the_whole_batch(monkeypatch):
+    # On CPU, features() computes spectra a few items at a time into the batch's tensors.
+    dist, audio = PerceptualDistance(SR), signals()
+    assert audio.shape[0] > perceptual.CPU_SPECTRA_CHUNK
+    in_pieces = dist.features(audio)
+    monkeypatch.setattr(perceptual, "CPU_SPECTRA_CHUNK", None)
+    whole = dist.features(audio)
+    for got, want in zip(feature_tensors(in_pieces), feature_tensors(whole), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        # The same frame-major layout, which the distances read without copies.
+        assert got.stride() == want.stride()
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
