@@ -114,8 +114,8 @@ def stft_powers(
         windows: The ``(win_length,)`` window of each (see :func:`stft_power`).
 
     Returns:
-        Per resolution, ``(B, n_fft // 2 + 1, 1 + T // hop_length)`` power, unclamped, stored
-        frame-major (see the comment below).
+        Per resolution, ``(B, n_fft // 2 + 1, 1 + T // hop_length)`` power, unclamped: a
+        transposed view of frame-major ``(B, frames, n_fft // 2 + 1)`` memory.
     """
     num_samples = x.shape[-1]
     largest = max(n_fft for n_fft, _ in resolutions)
