@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from synthmatch.devices import chunk_size
 from synthmatch.synths.params import ParamTable
 
 
@@ -112,8 +113,18 @@ class Synth(abc.ABC):
         Raises:
             ValueError: wrong shape, NaN/inf or out-of-range values (naming the parameter).
         """
-        u = self.params.validate(params.to(self.device))
-        chunk = self.cpu_chunk if self.device.type == "cpu" else None
+        # Validated where the batch comes from: free when that is the host, and on a GPU one
+        # synchronisation (see ParamTable.validate).
+        u = self.params.validate(params).to(self.device)
+        return self._render_chunks(u)
+
+    def _render_chunks(self, u: Tensor) -> Tensor:
+        """Render a batch that :meth:`ParamTable.validate` already accepted, in CPU chunks.
+
+        Wrappers such as :class:`~synthmatch.synths.FrozenSynth` call this on their inner
+        synth so a batch is validated once.
+        """
+        chunk = chunk_size(self.device, cpu=self.cpu_chunk)
         if chunk is not None and u.shape[0] > chunk:
             audio = torch.cat([self._render(part) for part in u.split(chunk)])
         else:

@@ -14,7 +14,8 @@ class FrozenSynth(Synth):
     """A view of ``synth`` with only ``free`` parameters exposed; the others are fixed.
 
     The wrapper has its own, smaller :class:`ParamTable` (the free parameters, in the inner
-    table's order); ``render`` fills in the frozen columns and calls the inner synth.
+    table's order); ``render`` validates the free columns, fills in the frozen ones and renders
+    with the inner synth without validating the full batch again.
 
     Args:
         synth: The backend to wrap.
@@ -44,8 +45,9 @@ class FrozenSynth(Synth):
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"frozen value for {key!r} must be normalised, got {value}")
             base[j] = float(value)
-        self.base_params = base
-        self.free_index = torch.tensor([synth.params.index(n) for n in self.params.names])
+        self.base_params = base.to(synth.device)
+        self.free_index = torch.tensor([synth.params.index(n) for n in self.params.names],
+                                       device=synth.device)
 
     def expand(self, params: Tensor) -> Tensor:
         """``(B, P_free)`` -> the inner synth's full ``(B, P)`` batch."""
@@ -54,9 +56,12 @@ class FrozenSynth(Synth):
         return full.scatter(1, index, params)
 
     def _render(self, params: Tensor) -> Tensor:
-        return self.inner.render(self.expand(params))
+        # The free columns are validated, and the frozen ones were checked when frozen.
+        return self.inner._render_chunks(self.expand(params))
 
     def to(self, device: torch.device | str) -> FrozenSynth:
         self.inner.to(device)
         self.device = torch.device(device)
+        self.base_params = self.base_params.to(self.device)
+        self.free_index = self.free_index.to(self.device)
         return self

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from synthmatch.synths import FrozenSynth, ParamSpec, ParamTable, make_synth
 from synthmatch.synths.presets import PresetError, load_preset, save_preset
@@ -69,6 +70,45 @@ def test_validate_names_the_bad_parameter():
         table.validate(u.numpy())
     with pytest.raises(KeyError, match="unknown parameter 'nope'"):
         table.index("nope")
+
+
+class HostReads(TorchFunctionMode):
+    """Counts reads of tensor values into Python (each one a wait for the device on a GPU)."""
+
+    READS = (torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.tolist,
+             torch.Tensor.__float__, torch.Tensor.__int__)
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += func in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+def test_validate_reads_a_valid_batch_once_and_names_inf():
+    table = make_synth("subtractive").params
+    u = table.sample(5, torch.Generator().manual_seed(1))
+    with HostReads() as reads:
+        table.validate(u)
+    assert reads.count == 1
+    u[3, table.index("gain_db")] = float("-inf")
+    with pytest.raises(ValueError, match="'gain_db' has NaN or inf"):
+        table.validate(u)
+
+
+def test_frozen_synth_validates_once_and_moves_its_buffers():
+    easy = FrozenSynth(make_synth("subtractive"), ["cutoff_hz", "osc1_shape"])
+    u = torch.rand(3, 2, generator=torch.Generator().manual_seed(2))
+    with HostReads() as reads:
+        easy.render(u)
+    # The free columns' check, and on CPU the unison voice counts that skip unused voices.
+    assert reads.count == 2
+    with pytest.raises(ValueError, match="osc1_shape"):
+        easy.render(torch.tensor([[1.5, 0.5]]))  # columns in the inner table's order
+    easy.to("meta")
+    assert easy.base_params.device.type == easy.free_index.device.type == "meta"
 
 
 def test_preset_round_trip(tmp_path):
