@@ -15,22 +15,14 @@ Use the result with ``train_ppo.py --warm-start runs/prior/<run_name>/prior.pt``
 
 from __future__ import annotations
 
-import tyro
-
 from synthmatch.agents.prior_training import PriorSettings, train_prior
+from synthmatch.cli import run
+from synthmatch.data import DatasetError
 
 
 def main(settings: PriorSettings) -> None:
-    from synthmatch.data import DatasetError
-
-    try:
-        train_prior(settings)
-    except DatasetError as err:
-        raise SystemExit(f"error: {err}\n(make a dataset with experiments/make_dataset.py; "
-                         "see its --help)") from None
-    except (FileNotFoundError, RuntimeError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+    train_prior(settings)
 
 
 if __name__ == "__main__":
-    main(tyro.cli(PriorSettings))
+    run(main, PriorSettings, "train_prior.py", errors=(DatasetError,))

@@ -12,6 +12,34 @@ from pathlib import Path
 from typing import Any
 
 
+def load_weights(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain values only, so
+    nothing from the file runs.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: an empty, truncated or foreign file, or one with pickled objects; the
+            message names the file (and, unlike torch's, never suggests
+            ``weights_only=False``).
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile,
+            ValueError, TypeError, AttributeError, ImportError):
+        size = path.stat().st_size
+        state = "empty" if size == 0 else f"{size} bytes"
+        raise ValueError(f"{path} is not a readable {what} ({state}: truncated, damaged, not "
+                         "made by synthmatch, or holding objects other than tensors)") from None
+
+
 def temporary_name(path: Path, tag: str = "tmp") -> Path:
     """A hidden sibling of ``path`` to write before renaming: ``dir/.name.<tag>``."""
     return path.with_name(f".{path.name}.{tag}")

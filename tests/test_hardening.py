@@ -399,3 +399,77 @@ def test_a_bad_preset_file_is_a_clear_error(tmp_path, change, match):
         path.write_text(json.dumps(data))
     with pytest.raises(PresetError, match=match):
         load_preset(path, synth)
+
+
+# ---------------------------------------------------------------------------- prior training
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    """Two shards of FM presets: both go to train (with a warning), val is empty."""
+    from synthmatch.data import DatasetConfig, write_dataset
+
+    root = tmp_path_factory.mktemp("data") / "fm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_dataset(DatasetConfig(synth="fm", n=64, shard_size=32), root, workers=1,
+                      progress=False)
+    return root
+
+
+def run_in_process(name, args, tmp_path, monkeypatch, capsys, errors=()):
+    from synthmatch.cli import run
+    from tests.data.helpers import load_script
+
+    module = load_script(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        run(module.main, getattr(module, "Args", None) or module.PriorSettings, name, errors)
+    return subprocess.CompletedProcess(name, exit_info.value.code, "", capsys.readouterr().err)
+
+
+def test_train_prior_refuses_a_negative_budget(tmp_path, monkeypatch, capsys, small_dataset):
+    from synthmatch.data import DatasetError
+
+    result = run_in_process("train_prior.py", ["--data", small_dataset, "--steps", "-5",
+                                               "--log-dir", tmp_path / "runs"],
+                            tmp_path, monkeypatch, capsys, (DatasetError,))
+    assert_one_line_error(result, "--steps must be >= 1")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_prior_refuses_a_dataset_without_validation_items(tmp_path, monkeypatch, capsys,
+                                                                 small_dataset):
+    from synthmatch.data import DatasetError
+
+    result = run_in_process("train_prior.py", ["--data", small_dataset, "--steps", "2",
+                                               "--log-dir", tmp_path / "runs"],
+                            tmp_path, monkeypatch, capsys, (DatasetError,))
+    assert_one_line_error(result, "has no validation items")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_truncated_shard_is_named(tmp_path, small_dataset):
+    import shutil
+
+    from synthmatch.data import DatasetError, open_dataset
+
+    root = shutil.copytree(small_dataset, tmp_path / "copy")
+    shard = root / open_dataset(root).splits["train"][1]
+    shard.write_bytes(shard.read_bytes()[:2000])
+    with pytest.raises(DatasetError, match=shard.name):
+        open_dataset(root).load("train")
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_a_damaged_prior_file_is_a_clear_error_without_torch_advice(tmp_path, damage):
+    import torch
+
+    from synthmatch.agents.prior import FlowPrior
+
+    path = tmp_path / "prior.pt"
+    torch.save({"config": {"a": 1}, "model": {"w": torch.zeros(1000)}}, path)
+    content = path.read_bytes()
+    path.write_bytes(b"" if damage == "empty" else content[: len(content) // 2])
+    with pytest.raises(ValueError, match="prior.pt is not a readable prior checkpoint") as err:
+        FlowPrior.load(path)
+    assert "weights_only" not in str(err.value)

@@ -29,6 +29,7 @@ from flow_matching.path import CondOTProbPath
 from flow_matching.solver import ODESolver
 from torch import Tensor, nn
 
+from synthmatch.fileio import load_weights
 from synthmatch.rewards.features import LogMelSpectrogram
 
 # Checkpoint format: bump when the saved layout changes incompatibly.
@@ -309,9 +310,7 @@ class FlowPrior(nn.Module):
             ValueError: the file is not a prior checkpoint.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no prior checkpoint at {path}")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = load_weights(path, "prior checkpoint")
         if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
             raise ValueError(f"{path} is not a synthmatch prior checkpoint (expected the "
                              "prior.pt or checkpoints/latest.pt that train_prior.py writes)")

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from synthmatch.agents.matching import OneShotMatcher
 from synthmatch.agents.prior import FlowPrior, PriorConfig
-from synthmatch.fileio import temporary_name, write_json_atomic
+from synthmatch.devices import resolve_device
+from synthmatch.fileio import load_weights, temporary_name, write_json_atomic
 
 # Validation items whose loss is measured at each evaluation (with fixed noise).
 VAL_LOSS_ITEMS = 2048
@@ -83,10 +84,28 @@ def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = load_weights(path, "prior training checkpoint")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}") from None
+    if not isinstance(ckpt, dict) or "settings" not in ckpt or "step" not in ckpt:
+        raise ValueError(f"--resume: {path} is not a train_prior.py checkpoint "
+                         "(checkpoints/latest.pt)")
+    return ckpt
+
+
+def check_settings(settings: PriorSettings) -> None:
+    """Refuse settings that cannot make a sensible run, before anything is written."""
+    for flag in ("steps", "batch_size", "embed_dim", "hidden", "depth", "sample_steps",
+                 "eval_every", "eval_items", "checkpoint_every"):
+        value = getattr(settings, flag)
+        if value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if settings.warmup_steps < 0:
+        raise ValueError(f"--warmup-steps must be >= 0, got {settings.warmup_steps}")
+    if not settings.learning_rate > 0:
+        raise ValueError(f"--learning-rate must be > 0, got {settings.learning_rate}")
+    resolve_device(settings.device)
 
 
 def prior_config(ds, settings: PriorSettings) -> PriorConfig:
@@ -156,9 +175,8 @@ def train_prior(settings: PriorSettings) -> Path:
     """Train (or resume) a prior; returns the run directory."""
     from synthmatch.data import open_dataset
 
-    device = torch.device(settings.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA device is available")
+    check_settings(settings)
+    device = resolve_device(settings.device)
     ckpt = load_checkpoint(settings.resume) if settings.resume else None
     if ckpt is not None:
         run_dir = Path(settings.resume).parent.parent
@@ -166,7 +184,17 @@ def train_prior(settings: PriorSettings) -> Path:
         # Keep what the run was made with; only the budget and device may change on resume.
         settings = PriorSettings(**{**asdict(saved), "steps": settings.steps,
                                     "device": settings.device, "resume": settings.resume})
+    if not Path(settings.data).is_dir():
+        raise FileNotFoundError(f"dataset directory {settings.data} does not exist (make a "
+                                "dataset with experiments/make_dataset.py; see its --help)")
     ds = open_dataset(settings.data)
+    if ds.num_items("val") == 0:
+        raise ValueError(f"dataset {settings.data} has no validation items (its shards all went "
+                         "to train); make it with more shards (a larger --n or smaller "
+                         "--shard-size in make_dataset.py)")
+    # Read every shard before the run directory exists: a damaged one leaves nothing behind.
+    train = ds.load("train", ("params", "mel"))
+    val = ds.load("val", ("params", "mel"))
     if ckpt is None:
         name = settings.run_name or f"{Path(settings.data).name}__{settings.seed}__" \
                                     f"{int(time.time())}"
@@ -194,10 +222,9 @@ def train_prior(settings: PriorSettings) -> Path:
         noise_gen.set_state(ckpt["noise_rng"])
         step = int(ckpt["step"])
 
-    train = ds.load("train", ("params", "mel"))
     params = torch.from_numpy(train["params"]).to(device)
     mels = torch.from_numpy(train["mel"]).to(device)  # float16: half the memory
-    validate = Validator(ds.load("val", ("params", "mel")), ds.make_synth(device),
+    validate = Validator(val, ds.make_synth(device),
                          settings.eval_items, device, settings.sample_steps)
     writer = SummaryWriter(str(run_dir))
     if ckpt is None:

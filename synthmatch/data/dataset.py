@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -99,8 +100,9 @@ class ShardedDataset:
         h5py = require_h5py()
         fields = self._check_fields(fields)
         for path in self.shard_paths(split):
-            with h5py.File(path, "r") as f:
-                yield {name: f[name][...] for name in fields}
+            with _reading(path):
+                with h5py.File(path, "r") as f:
+                    yield {name: f[name][...] for name in fields}
 
     def load(self, split: str,
              fields: Sequence[str] = ("params", "mel")) -> dict[str, np.ndarray]:
@@ -120,7 +122,7 @@ class ShardedDataset:
         out: dict[str, np.ndarray] = {}
         start = 0
         for path in paths:
-            with h5py.File(path, "r") as f:
+            with _reading(path), h5py.File(path, "r") as f:
                 rows = f["params"].shape[0]
                 for name in fields:
                     data = f[name]
@@ -164,6 +166,17 @@ class ShardedDataset:
                 raise ValueError(f"field {name!r} is not stored in {self.root}; stored: "
                                  f"{list(stored)}{hint}")
         return tuple(fields)
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn h5py's errors for a damaged shard into a DatasetError naming the file."""
+    try:
+        yield
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise DatasetError(f"{path}: cannot read this shard ({type(err).__name__}: {err}); "
+                           "check it with experiments/check_dataset.py, delete it and run "
+                           "make_dataset.py again to re-render it") from None
 
 
 def open_dataset(out_dir: str | Path) -> ShardedDataset:
