@@ -473,3 +473,53 @@ def test_a_damaged_prior_file_is_a_clear_error_without_torch_advice(tmp_path, da
     with pytest.raises(ValueError, match="prior.pt is not a readable prior checkpoint") as err:
         FlowPrior.load(path)
     assert "weights_only" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------------- datasets
+def test_make_dataset_does_not_overwrite_a_users_splits_json(tmp_path):
+    from synthmatch.data import DatasetConfig, DatasetError, write_dataset
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "splits.json").write_text('{"mine": true}')
+    with pytest.raises(DatasetError, match="refusing to overwrite"):
+        write_dataset(DatasetConfig(synth="fm", n=32, shard_size=32), out, progress=False)
+    assert (out / "splits.json").read_text() == '{"mine": true}'
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for task in pathlib.Path(f"/proc/{pid}/task").glob("*"):
+        path = task / "children"
+        if path.exists():
+            found |= {int(x) for x in path.read_text().split()}
+    return found
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_make_dataset_workers_exit_when_their_parent_is_killed(tmp_path):
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "make_dataset.py"),
+                             "--synth", "subtractive", "--n", "40000", "--shard-size", "2000",
+                             "--out", str(tmp_path / "d"), "--workers", "2", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        workers: set[int] = set()
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.5)
+            workers = {c for c in children(proc.pid)
+                       if b"multiprocessing" in pathlib.Path(f"/proc/{c}/cmdline").read_bytes()}
+        assert len(workers) >= 2, "the workers did not start"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and any(pathlib.Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.25)
+    alive = [w for w in workers if pathlib.Path(f"/proc/{w}").exists()
+             and "Z" not in pathlib.Path(f"/proc/{w}/stat").read_text().split()[2]]
+    assert not alive, f"workers {alive} outlived their parent"

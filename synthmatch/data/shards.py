@@ -12,6 +12,8 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -127,6 +129,12 @@ def _claim_directory(root: Path, metadata: dict[str, Any]) -> None:
     if root.exists() and any(root.glob("shard-*.h5")):
         raise DatasetError(f"{root} holds shard files but no {DATASET_JSON}; it was not "
                            "written by this tool or is damaged: use an empty directory")
+    ours = [root / name for name in (SPLITS_JSON, STATS_JSON)]
+    if any(p.exists() for p in ours):
+        # Files a dataset would overwrite, in a directory that holds no dataset: a user's.
+        raise DatasetError(f"{root} holds {', '.join(p.name for p in ours if p.exists())} but "
+                           f"no {DATASET_JSON}; refusing to overwrite files this tool did not "
+                           "write: use an empty or new directory")
     write_json_atomic(path, metadata)
 
 
@@ -155,8 +163,20 @@ _ROWS_WRITTEN: Any = None  # shared array: rows written per shard, for the progr
 _TOOLS: dict[tuple[str, str], tuple[Any, Any]] = {}
 
 
-def _init_worker(rows_written: Any) -> None:
+def _exit_with_parent(parent: int, period_s: float = 1.0) -> None:
+    """End this worker when the process that started it is gone (killed with ``kill -9``,
+    say): a daemon thread notices the re-parenting and exits without cleanup."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(rows_written: Any, parent: int) -> None:
     global _ROWS_WRITTEN
+    _exit_with_parent(parent)
     _ROWS_WRITTEN = rows_written
     # One process per core: torch's own thread pool would only oversubscribe.
     torch.set_num_threads(1)
@@ -261,7 +281,7 @@ def _render_shards(config: DatasetConfig, root: Path, todo: list[int], workers: 
                disable=None if progress else True,
                desc=f"{config.synth} -> {root.name}", smoothing=0.1)
     executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                   initargs=(rows_written,))
+                                   initargs=(rows_written, os.getpid()))
     config_json = config.to_json()
     futures = {}
     try:
