@@ -99,7 +99,7 @@ def bench(device: str, sizes: list[int], rounds: int, backends: list[str]) -> li
                "step_over_render": nan, "torch_steps_per_s": nan,
                "torch_step_over_render": nan, "syncs": (nan, nan)}
         if steps:
-            def ratio(values: list[float]) -> float:
+            def ratio(values: list[float], renders: list[float] = renders) -> float:
                 return statistics.median(s / r for s, r in zip(values, renders, strict=True))
 
             step_s = statistics.median(steps)

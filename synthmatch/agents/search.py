@@ -16,6 +16,7 @@ from synthmatch.devices import CPU_SCORE_CHUNK, GPU_SCORE_CHUNK, chunk_size
 from synthmatch.rewards import PerceptualDistance
 from synthmatch.synths import Synth
 
+
 def score_chunk(device: torch.device | str) -> int:
     """Candidates to render and score per call on ``device`` (see :mod:`synthmatch.devices`)."""
     return chunk_size(device, CPU_SCORE_CHUNK, GPU_SCORE_CHUNK)

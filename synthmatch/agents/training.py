@@ -27,9 +27,9 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 
 from synthmatch.agents.evaluation import HELD_OUT_SEED, evaluate
 from synthmatch.agents.extractor import SpectrogramExtractor
+from synthmatch.agents.media import log_media
 from synthmatch.envs import SB3VecEnv, make_sb3_vec_env
 from synthmatch.envs.core import SynthMatchCore
-from synthmatch.envs.drawing import side_by_side
 from synthmatch.fileio import write_json_atomic
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
@@ -329,21 +329,8 @@ class MediaLogger(BaseCallback):
         return True
 
     def log_media(self) -> None:
-        core = core_of(self.training_env)
-        writer = tensorboard_writer(self.model)
-        k = min(self.clips, core.num_envs)
-        with torch.no_grad():
-            current = core.synth.render(core.params[:k]).cpu()
-        obs = core.observation()
-        for i in range(k):
-            step, rate = self.num_timesteps, core.synth.sample_rate
-            writer.add_audio(f"media/env{i}_target", core.target_audio[i:i + 1].cpu(), step,
-                             sample_rate=rate)
-            writer.add_audio(f"media/env{i}_current", current[i:i + 1], step, sample_rate=rate)
-            picture = side_by_side(obs["target_mel"][i].cpu().numpy(),
-                                   obs["current_mel"][i].cpu().numpy())
-            writer.add_image(f"media/env{i}_target_vs_current", picture, step,
-                             dataformats="HWC")
+        log_media(tensorboard_writer(self.model), core_of(self.training_env),
+                  self.num_timesteps, self.clips)
 
 
 class Checkpointer(BaseCallback):

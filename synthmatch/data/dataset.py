@@ -100,9 +100,8 @@ class ShardedDataset:
         h5py = require_h5py()
         fields = self._check_fields(fields)
         for path in self.shard_paths(split):
-            with _reading(path):
-                with h5py.File(path, "r") as f:
-                    yield {name: f[name][...] for name in fields}
+            with _reading(path), h5py.File(path, "r") as f:
+                yield {name: f[name][...] for name in fields}
 
     def load(self, split: str,
              fields: Sequence[str] = ("params", "mel")) -> dict[str, np.ndarray]:

@@ -10,8 +10,8 @@ from gymnasium import spaces
 from torch import Tensor
 
 from synthmatch.envs.core import SynthMatchCore, to_numpy
-from synthmatch.envs.seeding import check_seed
 from synthmatch.envs.drawing import side_by_side
+from synthmatch.envs.seeding import check_seed
 
 
 def make_spaces(core: SynthMatchCore) -> tuple[spaces.Dict, spaces.Box]:

@@ -33,7 +33,7 @@ def test_vital_env_passes_both_checkers_and_steps_as_a_batch():
     _, reward, terminated, *_ = venv.step(np.zeros((2, 3), dtype=np.float32))
     # Standing still changes nothing: no reward but the success bonus where the target
     # happens to lie within the success threshold of the start.
-    np.testing.assert_allclose(reward, terminated.astype(np.float32), atol=1e-6)  # no change, no improvement
+    np.testing.assert_allclose(reward, terminated.astype(np.float32), atol=1e-6)
 
 
 @pytest.mark.vst

@@ -45,7 +45,7 @@ def test_hashed_uniform_matches_the_reference(seed):
 def test_hashed_uniform_is_uniform_and_row_independent():
     seeds = torch.arange(4000)
     u = hashed_uniform(seeds, torch.zeros(4000, dtype=torch.long), TARGET_STREAM, 8)
-    assert 0.0 <= float(u.min()) and float(u.max()) < 1.0
+    assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
     assert abs(float(u.mean()) - 0.5) < 0.01
     # A row is the same whatever else is in the batch.
     alone = hashed_uniform(seeds[17:18], torch.zeros(1, dtype=torch.long), TARGET_STREAM, 8)
