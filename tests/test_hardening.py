@@ -522,3 +522,17 @@ def test_make_dataset_workers_exit_when_their_parent_is_killed(tmp_path):
     alive = [w for w in workers if pathlib.Path(f"/proc/{w}").exists()
              and "Z" not in pathlib.Path(f"/proc/{w}/stat").read_text().split()[2]]
     assert not alive, f"workers {alive} outlived their parent"
+
+
+def test_vst3_workers_in_a_script_without_a_main_guard_say_what_is_missing(tmp_path):
+    from tests.conftest import plugin_path
+
+    script_path = tmp_path / "noguard.py"
+    script_path.write_text(
+        "from synthmatch.synths import make_synth\n"
+        f"synth = make_synth('vst3', plugin_path={str(plugin_path('Nekobi'))!r}, workers=2)\n"
+        "synth.render(synth.params.sample(4))\n")
+    result = subprocess.run([sys.executable, str(script_path)], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode != 0
+    assert 'has no `if __name__ == "__main__":` guard' in result.stderr

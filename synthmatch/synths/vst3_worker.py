@@ -229,6 +229,25 @@ def worker_main(conn, path: str, indices: list[int], names: list[str], probe: di
 START_TIMEOUT_S = 60.0
 
 
+def _main_guard_hint() -> str:
+    """Why a fresh worker may have died at once: with the ``spawn`` start method a worker first
+    imports the parent's main script, and a script that makes a synth with workers at its top
+    level (no ``if __name__ == "__main__":`` guard) then tries to start workers of its own,
+    which Python refuses."""
+    import sys
+
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    try:
+        source = Path(path).read_text(errors="replace") if path else ""
+    except OSError:
+        return ""
+    if path and "__main__" not in source:
+        return (f" at start-up: {path} has no `if __name__ == \"__main__\":` guard; worker "
+                "processes start by importing the main script, so put the code that makes the "
+                "synth (workers > 1) under that guard")
+    return ""
+
+
 class VST3WorkerError(RuntimeError):
     """A worker process crashed, hung or failed; the message names the affected batch items."""
 
@@ -332,7 +351,10 @@ class WorkerPool:
                 except (EOFError, OSError):
                     self._workers[k].process.join(1.0)
                     code = self._workers[k].process.exitcode
-                    failures.append((k, parts[k], f"crashed (exit code {code})", True))
+                    reason = f"crashed (exit code {code})"
+                    if not self._workers[k].ready:
+                        reason += _main_guard_hint()
+                    failures.append((k, parts[k], reason, True))
                     del pending[conn]
                     continue
                 last_heard[k] = time.monotonic()
