@@ -536,3 +536,21 @@ def test_vst3_workers_in_a_script_without_a_main_guard_say_what_is_missing(tmp_p
                             timeout=120, cwd=tmp_path)
     assert result.returncode != 0
     assert 'has no `if __name__ == "__main__":` guard' in result.stderr
+
+
+def test_a_warm_start_prior_of_another_synth_is_refused_before_training(tmp_path, monkeypatch,
+                                                                         capsys):
+    pytest.importorskip("flow_matching")
+    import torch
+
+    from synthmatch.synths import make_synth
+    from tests.agents.test_prior import tiny_prior
+
+    prior_path = tmp_path / "fm_prior.pt"
+    torch.save(tiny_prior(make_synth("fm")).checkpoint(), prior_path)
+    result = run_in_process("train_ppo.py", ["--env-id", "SynthMatch-v0", "--warm-start",
+                                             prior_path, "--total-timesteps", "32",
+                                             "--log-dir", tmp_path / "runs"],
+                            tmp_path, monkeypatch, capsys)
+    assert_one_line_error(result, "the prior does not know parameter(s)")
+    assert not (tmp_path / "runs").exists()
