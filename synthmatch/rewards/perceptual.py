@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from synthmatch.devices import chunk_size, chunks
+from synthmatch.devices import CPU_SPECTRA_CHUNK, chunk_size, chunks
 from synthmatch.rewards.audio_features import AudioFeatures
 from synthmatch.rewards.descriptors import SpectralDescriptors
 from synthmatch.rewards.distances import (
@@ -28,12 +28,6 @@ from synthmatch.rewards.features import (
     stft_powers,
 )
 from synthmatch.rewards.penalties import penalties_from_stats, signal_stats
-
-# On CPU, spectra are computed a few items at a time and written into the whole batch's
-# tensors: an STFT's temporaries (framed audio, complex spectrum, power) then stay in cache
-# across the passes over them. In env steps at 64 envs on the 2-core CPU, 4 items at a time
-# made the reward about 8 % cheaper than whole chunks of 32 (2 and 8 did no better).
-CPU_SPECTRA_CHUNK = 4
 
 
 class _Spectra(NamedTuple):
