@@ -1,0 +1,1 @@
+"""Applications built on the suite: the synthmatch command and the local web app."""

@@ -1,0 +1,301 @@
+"""Match a user's sounds with a synth: the job behind ``synthmatch match`` and the web app.
+
+The search itself is the leaderboard's (:mod:`synthmatch.leaderboard.methods`): the same
+methods, run under the same render meter, so what the command does is what the leaderboard
+measured. ``--method auto`` picks, among the methods this install can run for the synth, the
+one with the best median on the synth's in-domain leaderboard suite at the largest measured
+budget not above the one asked for (:data:`LEADERBOARD_BEST`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from synthmatch.app.targets import Target
+from synthmatch.devices import resolve_device
+from synthmatch.leaderboard.meter import RenderMeter
+from synthmatch.leaderboard.methods import METHODS, MatchTask
+from synthmatch.rewards import PerceptualDistance
+from synthmatch.synths import ProbeNote, Synth, make_synth
+
+SYNTHS = ("subtractive", "fm", "torchsynth", "vital", "vst3")
+# Methods the command runs (nearest and rl need a dataset or a trained policy: use the
+# leaderboard script for those).
+MATCH_METHODS = ("default", "random", "cmaes", "gradient", "prior", "prior+cmaes",
+                 "prior+gradient")
+DEFAULT_BUDGET = 1000
+# The trained prior that ships with the package, for the default synth at its default probe.
+DEFAULT_PRIORS = {"subtractive": "prior-subtractive.pt"}
+# Medians of bench-v1's in-domain suites (docs/leaderboard.md), best first, per measured
+# budget: what ``--method auto`` ranks by. tests/app/test_match.py checks them against
+# docs/leaderboard/*.json, so they cannot drift from the published tables.
+LEADERBOARD_SUITES = {"subtractive": "bench-v1/subtractive-id", "fm": "bench-v1/fm-id",
+                      "torchsynth": "bench-v1/torchsynth-id"}
+LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
+    "subtractive": {
+        1: ["prior", "nearest", "random", "default"],
+        16: ["prior", "rl", "nearest", "gradient", "cmaes", "random"],
+        100: ["prior+gradient", "prior+cmaes", "prior", "gradient", "rl", "nearest", "cmaes",
+              "random"],
+        1000: ["prior+gradient", "prior+cmaes", "prior", "gradient", "nearest", "cmaes", "random"],
+    },
+    "fm": {
+        1: ["prior", "nearest", "random", "default"],
+        16: ["prior", "nearest", "gradient", "cmaes", "random"],
+        100: ["prior+gradient", "prior+cmaes", "prior", "nearest", "gradient", "cmaes", "random"],
+        1000: ["prior+gradient", "prior+cmaes", "prior", "gradient", "cmaes", "nearest", "random"],
+    },
+    "torchsynth": {
+        1: ["nearest", "prior", "random", "default"],
+        16: ["prior", "nearest", "cmaes", "random"],
+        100: ["prior+cmaes", "prior", "nearest", "cmaes", "random"],
+        1000: ["prior+cmaes", "prior", "nearest", "cmaes", "random"],
+    },
+}
+# Synths with no in-domain suite (real instruments): search without gradients.
+NO_SUITE_ORDER = ["cmaes", "random", "default"]
+
+
+class Cancelled(Exception):
+    """The caller cancelled a match (the web app's cancel button)."""
+
+
+@dataclass
+class MatchSettings:
+    """What to match with: see ``synthmatch match --help``."""
+
+    synth: str = "subtractive"
+    method: str = "auto"
+    budget: int = DEFAULT_BUDGET
+    note: int | str | None = None  # None: the synth's probe note; "auto": estimated
+    device: str = "cpu"
+    plugin: str | None = None
+    prior: str | None = None  # another prior checkpoint than the shipped one
+    seed: int = 0
+
+
+@dataclass
+class Match:
+    """One target's result."""
+
+    target: Target
+    params: Tensor  # (P,) normalised
+    audio: np.ndarray  # (T,) the match rendered
+    distance: float  # the env's perceptual distance
+    renders: int
+    seconds: float
+    method: str
+    mss: float = float("nan")  # the leaderboard's MSS (dB)
+    messages: list[str] = field(default_factory=list)
+
+
+def default_prior_path(synth: str) -> Path | None:
+    """The prior shipped for ``synth``, or None."""
+    name = DEFAULT_PRIORS.get(synth)
+    if name is None:
+        return None
+    path = Path(str(resources.files("synthmatch.app") / "data" / name))
+    return path if path.is_file() else None
+
+
+def choose_method(synth: Synth, budget: int, available: Sequence[str]) -> str:
+    """The best method on the leaderboard for ``synth`` at ``budget`` among ``available``."""
+    table = LEADERBOARD_BEST.get(synth.name)
+    if table is None:
+        order = NO_SUITE_ORDER
+    else:
+        measured = [b for b in sorted(table) if b <= budget] or [min(table)]
+        order = table[measured[-1]]
+    for name in order:
+        if name in available:
+            return name
+    return "cmaes" if "cmaes" in available else "default"
+
+
+class ProgressMeter(RenderMeter):
+    """The leaderboard's meter, reporting renders as they happen and honouring a cancel."""
+
+    def __init__(self, *args, progress: Callable[[int, int], None] | None = None,
+                 cancel: threading.Event | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.progress, self.cancel = progress, cancel
+
+    def _record(self, flat: Tensor, owners: Tensor, d: Tensor, counts: Tensor) -> None:
+        super()._record(flat, owners, d, counts)
+        if self.progress is not None:
+            self.progress(int(self.used.sum()), self.budget * self.num_targets)
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("cancelled")
+
+
+class Matcher:
+    """A synth, a method and a budget, ready to match targets.
+
+    Raises:
+        ValueError: unknown synth or method, a budget below the method's minimum, a device
+            this machine lacks, a VST3 synth without ``plugin`` (or a plugin that is not an
+            instrument), a prior method where no prior fits.
+    """
+
+    def __init__(self, settings: MatchSettings, log: Callable[[str], None] = print):
+        self.settings, self.log = settings, log
+        if settings.synth not in SYNTHS:
+            raise ValueError(f"unknown synth {settings.synth!r}; choose from {', '.join(SYNTHS)}")
+        if settings.method != "auto" and settings.method not in MATCH_METHODS:
+            raise ValueError(f"unknown method {settings.method!r}; choose auto or one of "
+                             f"{', '.join(MATCH_METHODS)}")
+        if isinstance(settings.budget, bool) or settings.budget < 1:
+            raise ValueError(f"budget must be >= 1 render, got {settings.budget}")
+        if settings.synth == "vst3" and not settings.plugin:
+            raise ValueError("--synth vst3 needs --plugin PATH (a VST3 instrument)")
+        if settings.plugin and settings.synth != "vst3":
+            raise ValueError("--plugin is only for --synth vst3")
+        if settings.prior and not Path(settings.prior).is_file():
+            raise FileNotFoundError(f"--prior: no prior checkpoint at {settings.prior}")
+        self.device = resolve_device(settings.device)
+        self._synths: dict[int, Synth] = {}
+        self.base = self.synth_at(None)
+
+    # ----------------------------------------------------------------------- synths
+    def synth_at(self, midi_pitch: int | None) -> Synth:
+        """The synth playing the probe at ``midi_pitch`` (None: its default note)."""
+        key = -1 if midi_pitch is None else int(midi_pitch)
+        if key not in self._synths:
+            probe = None if midi_pitch is None else ProbeNote(midi_pitch=int(midi_pitch))
+            kwargs: dict[str, Any] = {"device": self.device}
+            if probe is not None:
+                kwargs["probe"] = probe
+            if self.settings.synth == "vst3":
+                kwargs["plugin_path"] = self.settings.plugin
+            self._synths[key] = make_synth(self.settings.synth, **kwargs)
+        return self._synths[key]
+
+    @property
+    def default_note(self) -> int:
+        return self.base.probe.midi_pitch
+
+    def note_for(self, requested: int | str | None) -> int | None:
+        """Validate a ``--note`` value: None, ``"auto"`` or a MIDI number."""
+        if requested is None or requested == "auto":
+            return None
+        try:
+            note = int(requested)
+        except (TypeError, ValueError):
+            raise ValueError(f"--note must be a MIDI note number (0-127) or auto, got "
+                             f"{requested!r}") from None
+        if not 0 <= note <= 127:
+            raise ValueError(f"--note must be in 0..127, got {note}")
+        return note
+
+    # ----------------------------------------------------------------------- methods
+    def prior_path(self, synth: Synth) -> Path | None:
+        """The prior to use for ``synth`` (given, or shipped), if it fits its probe."""
+        path = Path(self.settings.prior) if self.settings.prior else default_prior_path(
+            synth.name)
+        if path is None:
+            return None
+        from synthmatch.agents.prior import FlowPrior
+
+        prior = FlowPrior.load(path)
+        probe = prior.config.data.get("probe", {})
+        if probe and probe.get("midi_pitch") != synth.probe.midi_pitch:
+            self.log(f"note: the prior was trained at MIDI {probe.get('midi_pitch')}, the "
+                     f"target plays at {synth.probe.midi_pitch}: not using the prior")
+            return None
+        from synthmatch.agents.matching import check_compatible
+
+        try:
+            check_compatible(prior, synth)
+        except ValueError as err:
+            if self.settings.prior:
+                raise ValueError(f"--prior {path}: {err}") from None
+            return None
+        return path
+
+    def method_for(self, synth: Synth) -> tuple[str, Any]:
+        """The method (name and instance) to run on ``synth``."""
+        prior = self.prior_path(synth)
+        available = ["default", "random", "cmaes"]
+        if synth.differentiable:
+            available.append("gradient")
+        if prior is not None:
+            available += ["prior", "prior+cmaes"]
+            if synth.differentiable:
+                available.append("prior+gradient")
+        name = self.settings.method
+        if name == "auto":
+            name = choose_method(synth, self.settings.budget, available)
+        elif name not in available:
+            why = ("needs a differentiable synth" if "gradient" in name and
+                   not synth.differentiable else "needs a prior for this synth and note "
+                   "(--prior PATH)")
+            raise ValueError(f"--method {name} {why}")
+        cls = METHODS[name]
+        method = cls(prior, device=str(self.device)) if name.startswith("prior") else cls()
+        if not method.supports(self.settings.budget):
+            raise ValueError(f"--method {name} needs a budget of at least {method.min_budget} "
+                             f"renders, got {self.settings.budget}")
+        return name, method
+
+    # ----------------------------------------------------------------------- matching
+    def match(self, targets: Sequence[Target],
+              progress: Callable[[int, int], None] | None = None,
+              cancel: threading.Event | None = None) -> list[Match]:
+        """Match every target, those at the same note as one batch.
+
+        Raises:
+            Cancelled: ``cancel`` was set.
+        """
+        from synthmatch.leaderboard.metrics import mss_distance
+
+        results: dict[int, Match] = {}
+        groups: dict[int, list[int]] = {}
+        for i, t in enumerate(targets):
+            groups.setdefault(t.midi_pitch, []).append(i)
+        total = self.settings.budget * len(targets)
+        done_before = 0
+        for note, members in groups.items():
+            synth = self.synth_at(None if note == self.default_note else note)
+            name, method = self.method_for(synth)
+            self.log(f"matching {len(members)} target(s) at MIDI {note} with {name} "
+                     f"({self.settings.budget} renders each)")
+            audio = torch.from_numpy(np.stack([targets[i].audio for i in members]))
+            distance = PerceptualDistance(synth.sample_rate).to(synth.device)
+
+            def report(used: int, _: int, base: int = done_before) -> None:
+                if progress is not None:
+                    progress(base + used, total)
+
+            meter = ProgressMeter(synth, distance, audio, self.settings.budget,
+                                  progress=report, cancel=cancel)
+            start = time.perf_counter()
+            presets = method.run(MatchTask(synth, meter, self.settings.seed))
+            meter.check_rendered(presets)
+            params, d, used, _ = meter.best(self.settings.budget)
+            seconds = time.perf_counter() - start
+            with torch.no_grad():
+                rendered = synth.render(params).cpu().numpy()
+            mss = mss_distance(rendered, audio.numpy(), synth.sample_rate)
+            for j, i in enumerate(members):
+                results[i] = Match(targets[i], params[j], rendered[j], float(d[j]),
+                                   int(used[j]), seconds, name, float(mss[j]))
+            done_before += self.settings.budget * len(members)
+        if progress is not None:
+            progress(total, total)
+        return [results[i] for i in range(len(targets))]
+
+    def render(self, params: Tensor, midi_pitch: int | None = None) -> np.ndarray:
+        """One preset ``(P,)`` rendered at ``midi_pitch`` (default note when None)."""
+        synth = self.synth_at(None if midi_pitch in (None, self.default_note) else midi_pitch)
+        with torch.no_grad():
+            return synth.render(params.reshape(1, -1).float())[0].cpu().numpy()
