@@ -54,9 +54,11 @@ def main(args: Args) -> None:
     with torch.no_grad():
         ref = prior.to_unit(prior.sample_flow(prior.embed(mel), noise, 16))
         got = small.to_unit(small.sample_flow(small.embed(mel), noise, 16))
-    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB (from {Path(args.prior).stat().st_size / 1e6:.1f}"
-          f" MB); presets of {args.check_items} random log-mels differ by at most "
-          f"{float((ref - got).abs().max()):.2e} (median {float((ref - got).abs().median()):.2e})")
+    before = Path(args.prior).stat().st_size / 1e6
+    diff = (ref - got).abs()
+    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB (from {before:.1f} MB); presets of "
+          f"{args.check_items} random log-mels differ by at most {float(diff.max()):.2e} "
+          f"(median {float(diff.median()):.2e})")
 
 
 if __name__ == "__main__":

@@ -25,10 +25,17 @@ from synthmatch.cli import USER_ERRORS, fail
 PROG = "synthmatch"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``synthmatch: error: ...``, exit code 2)."""
+
+    def error(self, message: str):
+        fail(self.prog, f"{message} (see {self.prog} --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
     from synthmatch.app.match import DEFAULT_BUDGET, MATCH_METHODS, SYNTHS
 
-    parser = argparse.ArgumentParser(prog=PROG, description=(
+    parser = _Parser(prog=PROG, description=(
         "Find synthesizer presets that sound like your sounds."))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     match = sub.add_parser("match", help="match sound files with a synth",
@@ -76,16 +83,21 @@ def cmd_match(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
-    names = [safe_name(t) for t in args.targets]
-    if len(set(names)) != len(names):
-        raise ValueError("two targets have the same file name; match them in separate calls "
-                         "or rename one")
+    names: list[str] = []
+    for t in args.targets:  # same-named files from different folders get -2, -3...
+        name, k = safe_name(t), 2
+        while name in names:
+            name, k = f"{safe_name(t)}-{k}", k + 1
+        names.append(name)
     settings = MatchSettings(synth=args.synth, method=args.method, budget=args.budget,
                              note=args.note, device=args.device, plugin=args.plugin,
                              prior=args.prior, seed=args.seed)
     matcher = Matcher(settings, log=lambda m: print(m, file=sys.stderr))
     fixed = matcher.note_for(args.note)
     synth = matcher.base
+    if args.note != "auto":  # refuse a method that cannot run before reading any file
+        matcher.method_for(matcher.synth_at(None if fixed in (None, matcher.default_note)
+                                            else fixed))
     targets = []
     for path, name in zip(args.targets, names, strict=True):
         audio, rate = read_audio(path)

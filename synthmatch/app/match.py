@@ -164,6 +164,7 @@ class Matcher:
             raise FileNotFoundError(f"--prior: no prior checkpoint at {settings.prior}")
         self.device = resolve_device(settings.device)
         self._synths: dict[int, Synth] = {}
+        self._methods: dict[int, tuple[str, Any]] = {}
         self.base = self.synth_at(None)
 
     # ----------------------------------------------------------------------- synths
@@ -223,7 +224,12 @@ class Matcher:
         return path
 
     def method_for(self, synth: Synth) -> tuple[str, Any]:
-        """The method (name and instance) to run on ``synth``."""
+        """The method (name and instance) to run on ``synth`` (chosen once per synth)."""
+        if id(synth) not in self._methods:
+            self._methods[id(synth)] = self._method_for(synth)
+        return self._methods[id(synth)]
+
+    def _method_for(self, synth: Synth) -> tuple[str, Any]:
         prior = self.prior_path(synth)
         available = ["default", "random", "cmaes"]
         if synth.differentiable:

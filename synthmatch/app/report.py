@@ -106,6 +106,9 @@ def report_html(match, synth: Synth) -> str:
                ("probe note", f"MIDI {synth.probe.midi_pitch}, {synth.probe.render_duration_s}"
                               f" s at {rate} Hz")]
     metric_rows = "\n".join(f"<tr><td>{k}</td><td class=n>{v}</td></tr>" for k, v in metrics)
+    target_uri = _data_uri("audio/wav", wav_bytes(target, rate))
+    match_uri = _data_uri("audio/wav", wav_bytes(rendered, rate))
+    picture_uri = _data_uri("image/png", spectrogram_png(target, rendered, rate))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>synthmatch: {esc(match.target.name)}</title>
@@ -119,11 +122,12 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <h1>Match of {esc(match.target.name)}</h1>
 <p>Source: <code>{esc(match.target.source)}</code></p>
 <div class="players">
-<div><h2>Target</h2><audio id="target" controls src="{_data_uri("audio/wav", wav_bytes(target, rate))}"></audio></div>
-<div><h2>Match</h2><audio id="match" controls src="{_data_uri("audio/wav", wav_bytes(rendered, rate))}"></audio></div>
+<div><h2>Target</h2><audio id="target" controls src="{target_uri}"></audio></div>
+<div><h2>Match</h2><audio id="match" controls src="{match_uri}"></audio></div>
 </div>
 <h2>Spectrograms</h2>
-<img id="spectrograms" alt="log-mel spectrograms of the target, the match and their difference" src="{_data_uri("image/png", spectrogram_png(target, rendered, rate))}">
+<img id="spectrograms" src="{picture_uri}"
+ alt="log-mel spectrograms of the target, the match and their difference">
 <h2>Metrics</h2><table>{metric_rows}</table>
 {f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""}
 <h2>Parameters</h2>

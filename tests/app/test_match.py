@@ -1,0 +1,197 @@
+"""The synthmatch command: matching files end to end, its outputs, and its errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synthmatch.app import cli
+from synthmatch.app.match import (
+    LEADERBOARD_BEST,
+    LEADERBOARD_SUITES,
+    Matcher,
+    MatchSettings,
+    choose_method,
+    default_prior_path,
+)
+from synthmatch.synths import make_synth
+
+soundfile = pytest.importorskip("soundfile")
+ROOT = Path(__file__).resolve().parents[2]
+SUITES = ROOT / "synthmatch" / "leaderboard" / "suite_data" / "bench-v1"
+CROSS = SUITES / "cross-vst3" / "audio" / "t000.flac"
+
+
+def run(*args) -> tuple[int, str, str]:
+    """The console command, in-process (exit code, stdout, stderr)."""
+    result = subprocess.run([sys.executable, "-m", "synthmatch.app.cli", *map(str, args)],
+                            capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stdout, result.stderr
+
+
+def one_line_error(code: int, err: str, match: str) -> None:
+    # The test plugins' own native code prints "DPF warning" lines we cannot silence.
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("DPF")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert match in lines[0], lines[0]
+
+
+def test_auto_rankings_are_the_published_leaderboard():
+    for synth, suite in LEADERBOARD_SUITES.items():
+        data = json.loads((ROOT / "docs" / "leaderboard" /
+                           f"{suite.replace('/', '__')}.json").read_text())
+        ranking: dict[int, list[tuple[float, str]]] = {}
+        for row in data["summaries"]:
+            ranking.setdefault(row["budget"], []).append((row["distance_median"], row["method"]))
+        assert LEADERBOARD_BEST[synth] == {b: [m for _, m in sorted(v)]
+                                           for b, v in ranking.items()}, synth
+
+
+@pytest.mark.parametrize("synth,budget,available,expected", [
+    ("subtractive", 1000, ["cmaes", "gradient", "prior", "prior+cmaes", "prior+gradient"],
+     "prior+gradient"),
+    ("subtractive", 16, ["cmaes", "gradient", "prior", "prior+cmaes", "prior+gradient"],
+     "prior"),
+    ("fm", 1000, ["default", "random", "cmaes", "gradient"], "gradient"),
+    ("torchsynth", 300, ["default", "random", "cmaes"], "cmaes"),
+    ("subtractive", 5, ["default", "random", "cmaes", "gradient"], "random"),
+])
+def test_auto_picks_the_leaderboards_best_available_method(synth, budget, available, expected):
+    assert choose_method(make_synth(synth), budget, available) == expected
+
+
+def test_the_default_synth_ships_a_prior_that_loads_weights_only():
+    from synthmatch.agents.prior import FlowPrior
+
+    path = default_prior_path("subtractive")
+    assert path is not None and path.stat().st_size < 6e6
+    prior = FlowPrior.load(path)
+    assert prior.config.data["synth"] == "subtractive"
+    assert all(p.dtype == torch.float32 for p in prior.parameters())
+
+
+@pytest.fixture(scope="module")
+def matched(tmp_path_factory):
+    out = tmp_path_factory.mktemp("matches")
+    code, stdout, err = run("match", CROSS, SUITES / "quick" / "audio" / "t000.flac",
+                            "--budget", "32", "--out", out, "--no-progress")
+    assert code == 0, err
+    return out, stdout, err
+
+
+def test_match_writes_preset_sounds_report_and_index(matched):
+    out, stdout, err = matched
+    assert "with prior (32 renders each)" in err  # auto: the best at 16 renders, the prior
+    folder = out / "t000"
+    assert sorted(p.name for p in folder.iterdir()) == ["match.wav", "preset.json",
+                                                        "report.html", "target.wav"]
+    html = (folder / "report.html").read_text()
+    assert html.count('<audio id="') == 2 and "data:audio/wav;base64," in html
+    assert '<img id="spectrograms"' in html and "data:image/png;base64," in html
+    assert "cutoff_hz" in html and "Hz" in html
+    assert (out / "index.html").is_file()
+    assert not list(out.glob(".*"))  # no staging folders left
+
+
+def test_the_written_preset_renders_the_written_match(matched, tmp_path):
+    out, _, _ = matched
+    code, _, err = run("render", out / "t000" / "preset.json", "--out", tmp_path / "r.wav")
+    assert code == 0, err
+    again, _ = soundfile.read(tmp_path / "r.wav")
+    written, _ = soundfile.read(out / "t000" / "match.wav")
+    np.testing.assert_allclose(again, written, atol=2.0 / 32768)
+
+
+def test_any_common_file_is_converted_with_messages(tmp_path):
+    t = np.arange(int(2.5 * 44100)) / 44100
+    tone = 0.4 * np.sin(2 * np.pi * 220 * t)
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, np.stack([tone, 0.5 * tone], 1), 44100, subtype="PCM_24")
+    code, _, err = run("match", path, "--budget", "4", "--method", "random", "--out",
+                       tmp_path / "m", "--no-progress")
+    assert code == 0, err
+    assert "mixed 2 channels to mono" in err and "resampled from 44100 Hz" in err
+    assert "trimmed from 2.50 s" in err
+
+
+def test_note_auto_estimates_pitch_and_leaves_the_prior_out(tmp_path):
+    t = np.arange(16000) / 16000
+    path = tmp_path / "a3.wav"
+    soundfile.write(path, 0.4 * np.sin(2 * np.pi * 220.0 * t), 16000)  # A3 = MIDI 57
+    code, _, err = run("match", path, "--note", "auto", "--budget", "8", "--out",
+                       tmp_path / "m", "--no-progress")
+    assert code == 0, err
+    assert "estimated pitch: MIDI 57" in err
+    assert "not using the prior" in err
+    preset = json.loads((tmp_path / "m" / "a3" / "preset.json").read_text())
+    assert preset["probe"]["midi_pitch"] == 57
+
+
+# (id, arguments, message); every one exits 2 with one line and writes nothing.
+def _errors(tmp: Path) -> list[tuple[str, list, str]]:
+    (tmp / "text.wav").write_text("not audio")
+    soundfile.write(tmp / "silent.wav", np.zeros(16000), 16000)
+    return [
+        ("missing-file", ["match", tmp / "nope.wav"], "no audio file at"),
+        ("not-audio", ["match", tmp / "text.wav"], "is not an audio file"),
+        ("silent", ["match", tmp / "silent.wav"], "is silent"),
+        ("unknown-synth", ["match", CROSS, "--synth", "moog"], "invalid choice: 'moog'"),
+        ("unknown-method", ["match", CROSS, "--method", "magic"], "invalid choice: 'magic'"),
+        ("vst3-no-plugin", ["match", CROSS, "--synth", "vst3"], "--synth vst3 needs --plugin"),
+        ("budget-0", ["match", CROSS, "--budget", "0"], "budget must be >= 1"),
+        ("note-200", ["match", CROSS, "--note", "200"], "--note must be in 0..127"),
+        ("gradient-on-torchsynth", ["match", CROSS, "--synth", "torchsynth", "--method",
+                                    "gradient"], "needs a differentiable synth"),
+        ("render-missing", ["render", tmp / "nope.json", "--out", tmp / "x.wav"],
+         "no preset at"),
+    ]
+
+
+def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path):
+    for name, args, match in _errors(tmp_path):
+        code, _, err = run(*args, "--out", tmp_path / "out") if args[0] == "match" else \
+            run(*args)
+        one_line_error(code, err, match)
+        assert not (tmp_path / "out").exists(), name
+
+
+def test_an_effect_plugin_is_refused(tmp_path):
+    from tests.conftest import plugin_path
+
+    code, _, err = run("match", CROSS, "--synth", "vst3", "--plugin", plugin_path("PingPongPan"),
+                       "--out", tmp_path / "out")
+    one_line_error(code, err, "instrument")
+
+
+def test_synths_lists_backends_and_parameters_with_units():
+    code, stdout, err = run("synths")
+    assert code == 0, err
+    assert re.search(r"cutoff_hz: 30 to 20000 Hz \(log\)", stdout)
+    assert "subtractive:" in stdout and "(shipped prior)" in stdout
+
+
+def test_matcher_can_be_cancelled():
+    import threading
+
+    from synthmatch.app.match import Cancelled
+    from synthmatch.app.targets import Target
+
+    matcher = Matcher(MatchSettings(method="random", budget=64), log=lambda m: None)
+    audio = make_synth("subtractive").render(torch.full((1, 24), 0.5))[0].numpy()
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        matcher.match([Target("t", audio, "t", 60)], cancel=cancel)
+
+
+def test_the_console_entry_point_is_declared():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'synthmatch = "synthmatch.app.cli:main"' in text
+    assert cli.main is not None
