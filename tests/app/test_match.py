@@ -195,3 +195,38 @@ def test_the_console_entry_point_is_declared():
     text = (ROOT / "pyproject.toml").read_text()
     assert 'synthmatch = "synthmatch.app.cli:main"' in text
     assert cli.main is not None
+
+
+def test_the_report_plays_in_chromium(matched):
+    """Both players of report.html load their sound in a real browser (headless Chromium)."""
+    import os
+    import shutil
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI needs chromium and chromium-driver (apt-get install) for this test")
+        pytest.skip("needs chromium and chromedriver (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--autoplay-policy="
+                 "no-user-gesture-required"):
+        options.add_argument(flag)
+    options.binary_location = shutil.which("chromium")
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(
+        executable_path=shutil.which("chromedriver")))
+    try:
+        out, _, _ = matched
+        driver.get((out / "t000" / "report.html").as_uri())
+        durations = driver.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            const players = [...document.querySelectorAll('audio')];
+            Promise.all(players.map(a => a.readyState >= 1 ? a.duration : new Promise(
+                ok => a.addEventListener('loadedmetadata', () => ok(a.duration)))))
+              .then(done);""")
+        assert durations == pytest.approx([1.0, 1.0], abs=1e-3)
+        width = driver.execute_script(
+            "return document.getElementById('spectrograms').naturalWidth")
+        assert width > 500
+    finally:
+        driver.quit()
