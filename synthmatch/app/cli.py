@@ -17,7 +17,6 @@ import json
 import os
 import re
 import sys
-import warnings
 from pathlib import Path
 
 from synthmatch.cli import USER_ERRORS, fail
@@ -78,7 +77,7 @@ def safe_name(path: str) -> str:
 def cmd_match(args: argparse.Namespace) -> None:
     from synthmatch.app.match import Matcher, MatchSettings
     from synthmatch.app.report import index_html, write_match
-    from synthmatch.app.targets import estimate_midi_pitch, prepare, read_audio
+    from synthmatch.app.targets import pitch_of, prepare, read_audio
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -104,19 +103,10 @@ def cmd_match(args: argparse.Namespace) -> None:
         note = fixed if fixed is not None else matcher.default_note
         pitch_message = None
         if args.note == "auto":
-            estimate = estimate_midi_pitch(audio.mean(axis=1), rate)
-            if estimate is None:
-                pitch_message = (f"no pitch found; playing the default note "
-                                 f"{matcher.default_note}")
-            else:
-                note = estimate
-                pitch_message = f"estimated pitch: MIDI {note}"
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            target = prepare(audio, rate, name=name, source=str(path),
-                             sample_rate=synth.sample_rate, num_samples=synth.num_samples,
-                             midi_pitch=note)
-        target.messages += [str(w.message) for w in caught]
+            note, pitch_message = pitch_of(audio.mean(axis=1), rate, matcher.default_note)
+        target = prepare(audio, rate, name=name, source=str(path),
+                         sample_rate=synth.sample_rate, num_samples=synth.num_samples,
+                         midi_pitch=note)
         if pitch_message:
             target.messages.append(pitch_message)
         for message in target.messages:

@@ -108,6 +108,13 @@ def default_prior_path(synth: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def available_methods(synth: Synth | type[Synth], has_prior: bool) -> list[str]:
+    """The methods that can run on ``synth``: gradients need a differentiable synth, the
+    prior's methods a prior that fits it."""
+    return [m for m in MATCH_METHODS if ("gradient" not in m or synth.differentiable)
+            and (not m.startswith("prior") or has_prior)]
+
+
 def choose_method(synth: Synth, budget: int, available: Sequence[str]) -> str:
     """The best method on the leaderboard for ``synth`` at ``budget`` among ``available``."""
     table = LEADERBOARD_BEST.get(synth.name)
@@ -231,13 +238,7 @@ class Matcher:
 
     def _method_for(self, synth: Synth) -> tuple[str, Any]:
         prior = self.prior_path(synth)
-        available = ["default", "random", "cmaes"]
-        if synth.differentiable:
-            available.append("gradient")
-        if prior is not None:
-            available += ["prior", "prior+cmaes"]
-            if synth.differentiable:
-                available.append("prior+gradient")
+        available = available_methods(synth, prior is not None)
         name = self.settings.method
         if name == "auto":
             name = choose_method(synth, self.settings.budget, available)

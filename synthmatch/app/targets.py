@@ -4,6 +4,8 @@ probe, and optionally its pitch, each conversion reported in a message."""
 from __future__ import annotations
 
 import math
+import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from synthmatch.envs.targets import prepare_target_audio
 
 # Formats read through soundfile (libsndfile); others are refused with this list.
 FORMATS = "WAV, FLAC, OGG/Vorbis, AIFF"
+# warnings.catch_warnings changes process-wide state: one preparation at a time records them.
+_WARNINGS = threading.Lock()
 
 
 @dataclass
@@ -73,9 +77,18 @@ def estimate_midi_pitch(mono: np.ndarray, rate: int) -> int | None:
     return int(np.clip(round(69 + 12 * math.log2(float(np.median(f0)) / 440.0)), 0, 127))
 
 
+def pitch_of(mono: np.ndarray, rate: int, default: int) -> tuple[int, str]:
+    """The note to play for a target (``--note auto``) and a message saying how it was found."""
+    note = estimate_midi_pitch(mono, rate)
+    if note is None:
+        return default, f"no pitch found; playing the synth's note {default}"
+    return note, f"estimated pitch: MIDI {note}"
+
+
 def prepare(audio: np.ndarray, rate: int, *, name: str, source: str, sample_rate: int,
             num_samples: int, midi_pitch: int) -> Target:
-    """A target from ``(frames, channels)`` samples, with a message for each conversion.
+    """A target from ``(frames, channels)`` samples, with a message for each conversion (and
+    for each warning, e.g. clipping).
 
     Raises:
         ValueError: silent, NaN or otherwise unusable audio (see ``prepare_target_audio``).
@@ -91,9 +104,12 @@ def prepare(audio: np.ndarray, rate: int, *, name: str, source: str, sample_rate
     if abs(length - probe) > 0.5 / sample_rate:
         verb = "trimmed" if length > probe else "padded with silence"
         messages.append(f"{verb} from {length:.2f} s to the probe's {probe:.2f} s")
-    try:
-        mono = prepare_target_audio(audio.mean(axis=1), rate, target_rate=sample_rate,
-                                    num_samples=num_samples)
-    except ValueError as err:
-        raise ValueError(f"{source}: {err}") from None
+    with _WARNINGS, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            mono = prepare_target_audio(audio.mean(axis=1), rate, target_rate=sample_rate,
+                                        num_samples=num_samples)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
+    messages += [str(w.message) for w in caught]
     return Target(name, mono.numpy(), source, midi_pitch, messages)
