@@ -2,6 +2,8 @@
 
 Shards render in parallel worker processes and are written under a temporary name, so a
 killed or interrupted run keeps every finished shard: run the same command again to resume.
+With ``--ray`` each shard is a Ray task instead (on a cluster, ``--out`` must be on a file
+system every node reaches); the shards are the same files.
 The directory gets ``dataset.json`` (config and metadata), ``shard-NNNNN.h5``, ``splits.json``
 (train/val/test by whole shards) and ``stats.json`` (train statistics for normalisation).
 
@@ -12,6 +14,8 @@ The directory gets ``dataset.json`` (config and metadata), ``shard-NNNNN.h5``, `
     python experiments/make_dataset.py --synth vst3 --n 10000 --out data/dexed \
         --synth-kwargs '{"plugin_path": "/path/Dexed.vst3"}'
     python experiments/make_dataset.py --synth subtractive --n 200000 --out data/sub --device cuda
+    python experiments/make_dataset.py --synth subtractive --n 2000000 --out /shared/data/sub \
+        --ray --ray-address 10.0.0.1:6379     # each shard a task on a Ray cluster
     python experiments/check_dataset.py data/subtractive
 
 Exit status: 0 done, 1 stopped early (resume by re-running) or a broken shard, 2 bad
@@ -87,12 +91,19 @@ class Args:
     render_batch: int = 256
     """presets rendered per synth call"""
     workers: int | None = None
-    """worker processes (default: one per CPU core, at most one per missing shard); CPU only"""
+    """worker processes (default: one per CPU core, at most one per missing shard); CPU only.
+    With --ray: at most this many shards at once (default: as many as the cluster runs)"""
     device: str = "cpu"
     """where to render: cpu (worker processes) or cuda (this process, whole shards per call);
     the presets are the same on both, audio and log-mels agree within float tolerance"""
     progress: bool = True
     """show a progress bar (on a terminal)"""
+    ray: bool = False
+    """render each shard as a Ray task (pip install 'synthmatch[ray]'), with one CPU each, or
+    one GPU each with --device cuda; on a cluster, --out must be a path every node reaches"""
+    ray_address: str | None = None
+    """Ray cluster to use (implies --ray): the address `ray start --head` prints, or auto;
+    default: the RAY_ADDRESS variable, else a Ray instance started on this machine"""
 
 
 def config_from_args(args: Args) -> DatasetConfig:
@@ -128,12 +139,17 @@ def main(args: Args) -> int:
         if args.out.exists() and not args.out.is_dir():
             raise ValueError(f"--out {args.out} exists and is not a directory")
         config = config_from_args(args)
-    except (ValueError, TypeError) as exc:
+        use_ray = args.ray or args.ray_address is not None
+        if use_ray:
+            from synthmatch.distributed import connect
+
+            connect(args.ray_address)
+    except (ValueError, TypeError, ImportError, ConnectionError) as exc:
         print(f"make_dataset.py: error: {exc}", file=sys.stderr)
         return 2
     try:
         dataset = write_dataset(config, args.out, workers=args.workers, progress=args.progress,
-                                device=args.device)
+                                device=args.device, ray=use_ray)
     except IncompleteDatasetError as exc:
         print(f"make_dataset.py: {exc}", file=sys.stderr)
         return 130 if exc.interrupted else 1

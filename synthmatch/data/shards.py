@@ -3,7 +3,8 @@
 Each shard is rendered by one worker into ``.shard-NNNNN.h5.tmp.<pid>`` and renamed to
 ``shard-NNNNN.h5`` only once complete, so a final name always holds a whole shard. Shard
 ``i`` draws its presets from its own generator seeded from ``(seed, i)``: its content does not
-depend on the number of workers, the order of completion or on resumes.
+depend on the number of workers, the order of completion or on resumes. The same holds on a
+Ray cluster (``ray=True``, :mod:`synthmatch.data.ray_shards`), where each shard is a task.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ class IncompleteDatasetError(DatasetError):
 
 
 def write_dataset(config: DatasetConfig, out_dir: str | Path, *, workers: int | None = None,
-                  progress: bool = True, device: str = "cpu") -> ShardedDataset:
+                  progress: bool = True, device: str = "cpu",
+                  ray: bool = False) -> ShardedDataset:
     """Render ``config`` into ``out_dir``, or finish a dataset an earlier call started.
 
     Writes ``dataset.json`` first, then every missing shard (in worker processes), then
@@ -76,6 +78,11 @@ def write_dataset(config: DatasetConfig, out_dir: str | Path, *, workers: int | 
         progress: Show a tqdm bar over items.
         device: ``"cpu"`` or a CUDA device. The presets are the same on every device (drawn
             on the CPU); audio and log-mels agree within float tolerance.
+        ray: Render each missing shard as a task on the Ray cluster this process is connected
+            to (one is started on this machine if none is; see
+            :func:`synthmatch.distributed.connect`), with one CPU, or one GPU for ``"cuda"``.
+            ``workers`` then bounds the tasks at once. ``out_dir`` must be a path every node
+            reaches. The shards are the same as without Ray.
 
     Returns:
         The finished dataset.
@@ -85,12 +92,14 @@ def write_dataset(config: DatasetConfig, out_dir: str | Path, *, workers: int | 
         DatasetError: a final shard file is broken (the message names it), or ``out_dir``
             is not a directory.
         IncompleteDatasetError: a worker died or failed, or Ctrl-C; re-run to resume.
+        RayMissingError: ``ray=True`` without Ray installed.
     """
     require_h5py()
     if workers is not None and (isinstance(workers, bool) or workers < 1):
         raise ValueError(f"workers must be >= 1 or None, got {workers!r}")
-    device = resolve_device(device)
-    if device.type != "cpu" and workers not in (None, 1):
+    # With Ray, the GPUs are the workers' (the driver may have none): check the name only.
+    device = _ray_device(device) if ray else resolve_device(device)
+    if not ray and device.type != "cpu" and workers not in (None, 1):
         raise ValueError("workers applies to CPU rendering; on a GPU, shards render one after "
                          "another in this process")
     root = Path(out_dir)
@@ -102,7 +111,11 @@ def write_dataset(config: DatasetConfig, out_dir: str | Path, *, workers: int | 
     for stale in root.glob(TMP_GLOB):
         stale.unlink(missing_ok=True)
     todo = _missing_shards(root, config, metadata)
-    if todo and device.type == "cpu":
+    if todo and ray:
+        from synthmatch.data.ray_shards import render_shards_ray
+
+        render_shards_ray(config, root, todo, device.type, workers, progress)
+    elif todo and device.type == "cpu":
         _render_shards(config, root, todo, workers, progress)
     elif todo:
         _render_on_device(config, root, todo, device, progress)
@@ -111,6 +124,18 @@ def write_dataset(config: DatasetConfig, out_dir: str | Path, *, workers: int | 
     write_json_atomic(root / STATS_JSON, compute_stats(root, config, splits["train"],
                                                        metadata["param_names"]))
     return open_dataset(root)
+
+
+def _ray_device(device: str) -> torch.device:
+    """``cpu`` or ``cuda`` for Ray tasks, where each task sees only the GPU it was given."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda'") from None
+    if dev.type not in ("cpu", "cuda") or dev.index is not None:
+        raise ValueError(f"device {device!r} with Ray: use 'cpu' or 'cuda' (each task gets a "
+                         "GPU of its own and sees it as 'cuda')")
+    return dev
 
 
 def _claim_directory(root: Path, metadata: dict[str, Any]) -> None:
@@ -193,15 +218,18 @@ def _tools(config_json: str, config: DatasetConfig, device: str) -> tuple[Any, A
     return _TOOLS[key]
 
 
-def render_shard(config_json: str, root: str, index: int, device: str = "cpu") -> int:
+def render_shard(config_json: str, root: str, index: int, device: str = "cpu",
+                 owner: str | None = None) -> int:
     """Render shard ``index`` into a temporary file and rename it when complete.
 
     Runs in a worker process (and can be called directly). Returns the rows written.
+    ``owner`` names the writer in the temporary file's name (default: the process id; Ray
+    tasks add the host, since processes of two machines may share an id).
     """
     h5py = require_h5py()
     config = DatasetConfig.from_dict(json.loads(config_json))
     final = Path(root) / shard_name(index)
-    tmp = temporary_name(final, f"tmp.{os.getpid()}")
+    tmp = temporary_name(final, f"tmp.{owner or os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f:
             rows = _fill_shard(f, config, *_tools(config_json, config, device), index)
@@ -277,9 +305,7 @@ def _render_shards(config: DatasetConfig, root: Path, todo: list[int], workers: 
     context = multiprocessing.get_context("spawn")
     rows_written = context.RawArray("q", config.num_shards)
     done_before = config.n - sum(config.shard_rows(i) for i in todo)
-    bar = tqdm(total=config.n, initial=done_before, unit="item",
-               disable=None if progress else True,
-               desc=f"{config.synth} -> {root.name}", smoothing=0.1)
+    bar = progress_bar(config, root, todo, progress)
     executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                    initargs=(rows_written, os.getpid()))
     config_json = config.to_json()
@@ -295,9 +321,7 @@ def _render_shards(config: DatasetConfig, root: Path, todo: list[int], workers: 
     except BaseException as exc:
         _stop(executor)
         bar.close()
-        done = sum((root / shard_name(i)).exists() for i in range(config.num_shards))
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        if interrupted:
+        if isinstance(exc, KeyboardInterrupt):
             cause = "interrupted"
         elif isinstance(exc, BrokenProcessPool):
             cause = "a worker process died (killed, or out of memory?)"
@@ -306,9 +330,7 @@ def _render_shards(config: DatasetConfig, root: Path, todo: list[int], workers: 
                            and f.exception() is exc), None)
             where = f" rendering {shard_name(failed)}" if failed is not None else ""
             cause = f"{type(exc).__name__}{where}: {exc}"
-        raise IncompleteDatasetError(
-            f"{cause}; {done} of {config.num_shards} shards complete; run the same command "
-            "again to resume", done, config.num_shards, interrupted) from exc
+        raise incomplete(config, root, cause, exc) from exc
     executor.shutdown()
     bar.close()
 
@@ -316,23 +338,36 @@ def _render_shards(config: DatasetConfig, root: Path, todo: list[int], workers: 
 def _render_on_device(config: DatasetConfig, root: Path, todo: list[int], device: torch.device,
                       progress: bool) -> None:
     """Render the missing shards one after another on ``device``, in this process."""
-    done_before = config.n - sum(config.shard_rows(i) for i in todo)
-    bar = tqdm(total=config.n, initial=done_before, unit="item",
-               disable=None if progress else True,
-               desc=f"{config.synth} -> {root.name} ({device})", smoothing=0.1)
+    bar = progress_bar(config, root, todo, progress, f" ({device})")
     config_json = config.to_json()
     with bar:
         for i in todo:
             try:
                 bar.update(render_shard(config_json, str(root), i, str(device)))
             except BaseException as exc:
-                done = sum((root / shard_name(j)).exists() for j in range(config.num_shards))
-                interrupted = isinstance(exc, KeyboardInterrupt)
-                cause = ("interrupted" if interrupted else
+                cause = ("interrupted" if isinstance(exc, KeyboardInterrupt) else
                          f"{type(exc).__name__} rendering {shard_name(i)}: {exc}")
-                raise IncompleteDatasetError(
-                    f"{cause}; {done} of {config.num_shards} shards complete; run the same "
-                    "command again to resume", done, config.num_shards, interrupted) from exc
+                raise incomplete(config, root, cause, exc) from exc
+
+
+def progress_bar(config: DatasetConfig, root: Path, todo: list[int], progress: bool,
+                 where: str = "") -> tqdm:
+    """A bar over the dataset's items that starts at those of the shards not in ``todo``
+    (shown on a terminal only, and only with ``progress``)."""
+    done_before = config.n - sum(config.shard_rows(i) for i in todo)
+    return tqdm(total=config.n, initial=done_before, unit="item",
+                disable=None if progress else True,
+                desc=f"{config.synth} -> {root.name}{where}", smoothing=0.1)
+
+
+def incomplete(config: DatasetConfig, root: Path, cause: str,
+               exc: BaseException) -> IncompleteDatasetError:
+    """The error of a run that stopped early because of ``exc``: ``cause``, the shards done and
+    how to resume."""
+    done = sum((root / shard_name(i)).exists() for i in range(config.num_shards))
+    return IncompleteDatasetError(
+        f"{cause}; {done} of {config.num_shards} shards complete; run the same command again "
+        "to resume", done, config.num_shards, isinstance(exc, KeyboardInterrupt))
 
 
 def _stop(executor: ProcessPoolExecutor) -> None:
