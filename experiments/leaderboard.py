@@ -14,8 +14,10 @@ renders, and a spectrogram grid of a few targets and their matches.
         --rl-checkpoint runs/warm_s0/model.zip --out docs/leaderboard
 
 Finished chunks of targets are cached under ``<out>/cache``: an interrupted run resumes where
-it stopped. Exit status: 0 done, 2 bad arguments (unknown suite or method, a checkpoint that
-fits no suite), 130 Ctrl-C.
+it stopped. With ``--ray`` every missing chunk is a task on a Ray cluster, and its result lands
+in the same cache: a local run and a Ray run continue each other and give the same table.
+Exit status: 0 done, 2 bad arguments (unknown suite or method, a checkpoint that fits no
+suite, --ray without Ray installed), 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -86,6 +88,13 @@ class Args:
     """hand-written reading of the results, included in --doc"""
     progress: bool = True
     """show a progress bar"""
+    ray: bool = False
+    """run each (suite, method, chunk of targets) cell, all its budgets, as a Ray task (pip
+    install 'synthmatch[ray]'), with one CPU each, or one GPU each with --device cuda; results
+    land in the same cache as a local run"""
+    ray_address: str | None = None
+    """Ray cluster to use (implies --ray): the address `ray start --head` prints, or auto;
+    default: the RAY_ADDRESS variable, else a Ray instance started on this machine"""
 
 
 def fail(message: str) -> int:
@@ -216,9 +225,18 @@ def main(args: Args) -> int:
             budgets = method_budgets(method, [b for b in args.budgets
                                               if b <= caps.get(name, b)])
             if budgets:
-                jobs.append(Job(suite, method, synth, budgets, args.seed, args.chunk_size))
+                jobs.append(Job(suite, method, synth, budgets, args.seed, args.chunk_size,
+                                env_id))
     for note in notes:
         print(note)
+    use_ray = args.ray or args.ray_address is not None
+    if use_ray:
+        from synthmatch.distributed import connect
+
+        try:
+            connect(args.ray_address)
+        except (ImportError, ConnectionError, ValueError) as err:
+            return fail(str(err))
 
     cache = args.out / "cache"
     cells = []
@@ -226,9 +244,14 @@ def main(args: Args) -> int:
     started = time.time()
     try:
         with tqdm(total=total, desc="targets x methods", disable=not args.progress) as bar:
+            if use_ray:
+                from synthmatch.leaderboard.ray_jobs import fill_cache_ray
+
+                bar.set_postfix_str("on Ray")
+                fill_cache_ray(jobs, cache, torch.device(args.device).type, bar)
             for job in jobs:
                 bar.set_postfix_str(f"{job.suite.name} {job.method.name}")
-                cells += run_job(job, cache, bar)
+                cells += run_job(job, cache, None if use_ray else bar)
     except KeyboardInterrupt:
         print(f"leaderboard.py: interrupted; finished chunks are cached in {cache}: run the "
               "same command to resume", file=sys.stderr)

@@ -6,7 +6,9 @@ once at the largest budget it takes, with the result read at every smaller budge
 under a key made of what decides its result (suite manifest, method settings, budgets, seed,
 chunk size), so an interrupted run resumes at the next chunk and a changed setting never
 reuses a stale result. Checkpoints enter the key by path only: retraining a prior or policy in
-place needs a fresh ``--out`` (or a deleted cache).
+place needs a fresh ``--out`` (or a deleted cache). On a Ray cluster
+(:mod:`synthmatch.leaderboard.ray_jobs`) each missing chunk is a task and the driver writes
+its result into the same cache, so a local run and a Ray run continue each other.
 """
 
 from __future__ import annotations
@@ -49,7 +51,12 @@ def method_budgets(method: Method, budgets: list[int]) -> list[int]:
 
 @dataclass
 class Job:
-    """One method on one suite."""
+    """One method on one suite.
+
+    ``env_id`` names the registered env whose synth ``synth`` is: a Ray worker rebuilds the
+    synth from it rather than receive it (a plugin's or Vital's does not travel). It is not
+    part of :attr:`key`: the synth's name and parameters are.
+    """
 
     suite: Suite
     method: Method
@@ -57,6 +64,7 @@ class Job:
     budgets: list[int]
     seed: int = 0
     chunk_size: int = CHUNK_SIZE
+    env_id: str | None = None
 
     @cached_property
     def key(self) -> str:
@@ -113,6 +121,14 @@ def run_chunk(job: Job, chunk: int, targets: Suite) -> dict[str, Any]:
     return {"budgets": out, "settings": job.method.settings()}
 
 
+def compute_chunk(job: Job, chunk: int, targets: Suite) -> dict[str, Any]:
+    """:func:`run_chunk` with the global generators seeded first, as every run seeds them
+    (in this process or on a Ray worker)."""
+    torch.manual_seed(job.seed)
+    np.random.seed(job.seed)
+    return run_chunk(job, chunk, targets)
+
+
 def run_job(job: Job, cache_dir: Path, progress=None) -> list[dict[str, Any]]:
     """Every chunk of ``job`` (from the cache where finished); returns one cell per budget:
     ``{"suite", "method", "budget", "wall_s", "targets": [...]}``."""
@@ -123,9 +139,7 @@ def run_job(job: Job, cache_dir: Path, progress=None) -> list[dict[str, Any]]:
         if path.is_file():
             result = json.loads(path.read_text())
         else:
-            torch.manual_seed(job.seed)
-            np.random.seed(job.seed)
-            result = run_chunk(job, c, targets)
+            result = compute_chunk(job, c, targets)
             write_json_atomic(path, result)
         for b in job.budgets:
             part = result["budgets"][str(b)]
