@@ -57,6 +57,22 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
     return dev
 
 
+def free_memory(device: torch.device | str) -> int | None:
+    """Bytes free for new tensors on ``device``: CUDA's free memory, or the host's available
+    memory (``MemAvailable`` of /proc/meminfo); ``None`` where it cannot be known."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def chunk_size(device: torch.device | str, cpu: int | None, gpu: int | None = None) -> int | None:
     """Items per call on ``device``: ``cpu`` on a CPU, ``gpu`` elsewhere; ``None``: the whole
     batch in one call."""

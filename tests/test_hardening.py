@@ -554,3 +554,45 @@ def test_a_warm_start_prior_of_another_synth_is_refused_before_training(tmp_path
                             tmp_path, monkeypatch, capsys)
     assert_one_line_error(result, "the prior does not know parameter(s)")
     assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------------ synths
+@pytest.mark.parametrize("name", ["subtractive", "fm", "torchsynth"])
+@pytest.mark.parametrize("device,match", [("gpu", "unknown device 'gpu'"),
+                                          ("cuda:7", "cuda:7")])
+def test_a_synth_on_a_device_this_machine_lacks_is_refused_at_construction(name, device, match):
+    from synthmatch.synths import make_synth
+
+    with pytest.raises(ValueError, match=match):
+        make_synth(name, device=device)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "list"])
+def test_render_takes_numpy_arrays_and_lists(kind):
+    import torch
+
+    from synthmatch.synths import make_synth
+
+    synth = make_synth("fm")
+    u = synth.params.sample(2, torch.Generator().manual_seed(0))
+    given = u.numpy() if kind == "numpy" else u.tolist()
+    torch.testing.assert_close(synth.render(given), synth.render(u))
+
+
+def test_a_batch_too_large_for_memory_fails_at_once():
+    import time
+
+    import torch
+
+    from synthmatch.devices import free_memory
+    from synthmatch.synths import make_synth
+
+    synth = make_synth("fm")
+    free = free_memory("cpu")
+    if free is None:
+        pytest.skip("this system does not report its free memory")
+    batch = int(2 * free / (synth.num_samples * 4)) + 1  # the output alone: twice what is free
+    start = time.perf_counter()
+    with pytest.raises(MemoryError, match="render in smaller batches"):
+        synth.render(torch.full((batch, synth.num_params), 0.5).expand(batch, -1))
+    assert time.perf_counter() - start < 30

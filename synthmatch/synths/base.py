@@ -6,10 +6,11 @@ import abc
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from synthmatch.devices import chunk_size
+from synthmatch.devices import chunk_size, free_memory, resolve_device
 from synthmatch.synths.params import ParamTable
 
 
@@ -81,12 +82,16 @@ class Synth(abc.ABC):
     # independent, and chunks keep temporaries in cache and below the allocator's threshold
     # for fresh (page-faulting) memory. ``None``: one call for any batch (and always on GPU).
     cpu_chunk: int | None = None
+    # Peak working memory of one call, as a multiple of its output's size (measured on the
+    # torch synths with torch.profiler, rounded up): what :meth:`render` checks a batch against
+    # before it starts.
+    work_factor: int = 16
 
     def __init__(self, params: ParamTable, probe: ProbeNote | None = None,
                  device: torch.device | str = "cpu"):
         self.params = params
         self.probe = probe if probe is not None else ProbeNote()
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
 
     @property
     def num_params(self) -> int:
@@ -105,18 +110,47 @@ class Synth(abc.ABC):
 
         Args:
             params: ``(B, P)`` normalised parameters in ``[0, 1]``, columns in the order of
-                :attr:`params`. Moved to :attr:`device` if needed.
+                :attr:`params` (a tensor, or a numpy array or nested list of numbers). Moved
+                to :attr:`device` if needed.
 
         Returns:
             ``(B, T)`` mono float32 audio on :attr:`device`, ``T = probe.num_samples``.
 
         Raises:
             ValueError: wrong shape, NaN/inf or out-of-range values (naming the parameter).
+            MemoryError: the batch would not fit in the device's free memory (checked before
+                rendering, so it fails at once rather than after a long render).
         """
+        if not isinstance(params, Tensor):
+            try:
+                params = torch.as_tensor(np.asarray(params, dtype=np.float32))
+            except (TypeError, ValueError):
+                raise TypeError(f"parameters must be numbers of shape (B, {self.num_params}), "
+                                f"got {type(params).__name__}") from None
         # Validated where the batch comes from: free when that is the host, and on a GPU one
         # synchronisation (see ParamTable.validate).
-        u = self.params.validate(params).to(self.device)
-        return self._render_chunks(u)
+        u = self.params.validate(params)
+        self.check_memory(u.shape[0])
+        return self._render_chunks(u.to(self.device))
+
+    def check_memory(self, batch_size: int) -> None:
+        """Refuse a batch whose output plus one call's working memory exceeds what the device
+        has free (only asked for batches above 256 MB, so small renders pay nothing).
+
+        Raises:
+            MemoryError: saying how much the batch needs, what is free, and what to do.
+        """
+        item = self.num_samples * 4
+        per_call = chunk_size(self.device, cpu=self.cpu_chunk) or batch_size
+        needed = item * (batch_size + self.work_factor * min(per_call, batch_size))
+        if needed < 256 * 2**20:
+            return
+        free = free_memory(self.device)
+        if free is not None and needed > free:
+            raise MemoryError(
+                f"rendering {batch_size} sounds on {self.device} needs about "
+                f"{needed / 2**30:.1f} GiB, and {free / 2**30:.1f} GiB is free: render in "
+                "smaller batches")
 
     def _render_chunks(self, u: Tensor) -> Tensor:
         """Render a batch that :meth:`ParamTable.validate` already accepted, in CPU chunks.
@@ -142,7 +176,7 @@ class Synth(abc.ABC):
 
     def to(self, device: torch.device | str) -> Synth:
         """Move the synth's state to ``device`` (in place) and return it."""
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         return self
 
     def __repr__(self) -> str:

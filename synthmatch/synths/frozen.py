@@ -61,7 +61,7 @@ class FrozenSynth(Synth):
 
     def to(self, device: torch.device | str) -> FrozenSynth:
         self.inner.to(device)
-        self.device = torch.device(device)
+        self.device = self.inner.device
         self.base_params = self.base_params.to(self.device)
         self.free_index = self.free_index.to(self.device)
         return self

@@ -13,6 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor
 
+from synthmatch.devices import resolve_device
 from synthmatch.synths.base import ProbeNote, Synth
 from synthmatch.synths.params import ParamSpec, ParamTable
 
@@ -240,7 +241,7 @@ class TorchSynthVoice(Synth):
 
     def to(self, device: torch.device | str) -> TorchSynthVoice:
         """Move to ``device``; Voices are rebuilt there on the next render."""
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self._voices.clear()
         self._noise_row = self._noise_row.to(self.device)
         self._keyboard = self._keyboard.to(self.device)
