@@ -61,6 +61,9 @@ ENV_ERRORS = [
      lambda e: e.step(np.zeros(4, np.float32)), RuntimeError, "reset"),
     ("step-before-reset-vector", vector,
      lambda e: e.step(np.zeros((4, 4), np.float32)), RuntimeError, "reset"),
+    ("step-before-reset-sb3", lambda: __import__("synthmatch.envs.sb3", fromlist=["x"])
+     .make_sb3_vec_env("SynthMatch-Easy-v0", num_envs=2),
+     lambda e: e.step(np.zeros((2, 4), np.float32)), RuntimeError, "reset"),
     ("complex-actions", single,
      lambda e: (e.reset(seed=0), e.step(np.zeros(4, np.complex64))), ValueError,
      "real numbers"),
