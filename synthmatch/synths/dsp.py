@@ -21,10 +21,43 @@ def control_times(num_samples: int, sample_rate: int, device: torch.device | str
 
 def to_audio_rate(control: Tensor, num_samples: int, hop: int = CONTROL_HOP) -> Tensor:
     """Linearly interpolate a ``(B, C)`` control signal from :func:`control_times` to ``(B, T)``."""
-    c = control.shape[-1]
-    span = (c - 1) * hop + 1
-    audio = F.interpolate(control.unsqueeze(1), size=span, mode="linear", align_corners=True)
-    return audio[:, 0, :num_samples]
+    start = control[:, :-1].unsqueeze(-1)
+    step = (control[:, 1:] - control[:, :-1]).unsqueeze(-1)
+    ramp = torch.arange(hop, device=control.device, dtype=control.dtype) / hop
+    return torch.addcmul(start, step, ramp).view(control.shape[0], -1)[:, :num_samples]
+
+
+def wavetable_read(values: Tensor, slopes: Tensor, phase: Tensor) -> Tensor:
+    """Read one wrapped wavetable per row by linear interpolation.
+
+    Element-wise maths and two gathers, so it runs alike on every device: ``grid_sample``
+    would interpolate too, but on CUDA it goes to cuDNN's sampler, which rejected some calls.
+
+    Args:
+        values: ``(R, O, N)`` one period per row and oscillator, ``N`` a power of two.
+        slopes: ``(R, O, N)`` the step from each value to the next, wrapping around
+            (``values.roll(-1, -1) - values``).
+        phase: ``(R, O, ...)`` float32 positions in table steps, ``>= 0``, any number of
+            periods (read modulo ``N``). Overwritten with the interpolation weights, which
+            saves an audio-rate buffer.
+
+    Returns:
+        ``(R, O, ...)`` float32 samples.
+    """
+    n = values.shape[-1]
+    if n & (n - 1):
+        raise ValueError(f"wavetable length must be a power of two, got {n}")
+    # Flat indices into all tables at once: on CPU, a 1-D gather with int32 indices was the
+    # fastest of the gathers measured.
+    dtype = torch.int32 if values.numel() < 2**31 else torch.int64
+    step = phase.to(dtype)  # truncation is the floor: phase >= 0
+    weight = phase.frac_()
+    base = torch.arange(0, values.numel(), n, device=phase.device, dtype=dtype)
+    step.bitwise_and_(n - 1).add_(base.view(*values.shape[:2], *[1] * (phase.ndim - 2)))
+    step = step.view(-1)
+    start = values.reshape(-1).index_select(0, step).view(weight.shape)
+    slope = slopes.reshape(-1).index_select(0, step).view(weight.shape)
+    return start.addcmul_(weight, slope)
 
 
 def adsr(t: Tensor, attack_s: Tensor, decay_s: Tensor, sustain: Tensor, release_s: Tensor,
@@ -47,12 +80,16 @@ def adsr(t: Tensor, attack_s: Tensor, decay_s: Tensor, sustain: Tensor, release_
     if isinstance(note_off_s, Tensor):
         note_off_s = note_off_s.reshape(-1, 1)
 
-    def held(time: Tensor | float) -> Tensor:
+    def held(time: Tensor) -> Tensor:
         rise = torch.clamp(time / a, max=1.0)
         fall = 1.0 - (1.0 - s) * torch.clamp((time - a) / d, 0.0, 1.0)
-        return torch.minimum(rise, fall) if isinstance(time, Tensor) else rise
+        return torch.minimum(rise, fall)
 
-    level_off = held(torch.as_tensor(note_off_s, dtype=a.dtype, device=a.device).expand_as(a))
+    # Filled on the device: a tensor made from a Python float would be copied from the host,
+    # which makes the host wait for a GPU.
+    off = (note_off_s.expand_as(a) if isinstance(note_off_s, Tensor)
+           else torch.full_like(a, note_off_s))
+    level_off = held(off)
     release = level_off * torch.clamp(1.0 - (t - note_off_s) / r, 0.0, 1.0)
     return torch.where(t < note_off_s, held(t), release)
 
@@ -78,7 +115,7 @@ def stft_frames(audio: Tensor, hop: int, window: Tensor) -> Tensor:
 
 def overlap_add(spectra: Tensor, hop: int, window: Tensor, length: int) -> Tensor:
     """Inverse of :func:`stft_frames`: complex ``(B, F, hop + 1)`` -> ``(B, length)``."""
-    frames = torch.fft.irfft(spectra, n=2 * hop) * window
+    frames = torch.fft.irfft(spectra, n=2 * hop).mul_(window)
     out = frames[:, 1:, :hop] + frames[:, :-1, hop:]
     return out.reshape(out.shape[0], -1)[:, :length]
 

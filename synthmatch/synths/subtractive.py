@@ -11,16 +11,23 @@ Signal flow, per item::
 How it stays fast (no Python loop over samples, cost independent of the preset):
 
 - Oscillators read per-item band-limited wavetables (built once per render by an inverse FFT
-  of the morphed harmonic series, cut at the Nyquist limit of the item's highest voice) with
-  one ``grid_sample`` call: linear interpolation in a single vectorised kernel.
+  of the morphed harmonic series, cut at the Nyquist limit of the item's highest voice) by
+  linear interpolation (:func:`~synthmatch.synths.dsp.wavetable_read`), segment-major: the
+  oscillators' audio-rate tensors hold sample ``s * CONTROL_HOP + j`` at ``[..., j, s]``, so
+  per-segment values broadcast along a contiguous axis, where element-wise kernels run about
+  twice as fast as along the 32 samples of a segment. One transpose restores time order.
 - Envelopes and LFOs are evaluated on a 2 ms control grid and interpolated.
 - The time-varying filter is applied in the STFT domain: every frame is multiplied by the
   analytic magnitude response of the filter at that frame's cutoff (zero phase), then
   overlap-added back.
+- On CPU, per-item and control-rate work runs once per call (its cost is mostly per call)
+  and audio-rate work in blocks of ``cpu_audio_chunk`` items, whose temporaries stay in cache.
 
 Item ``i``'s audio does not depend on the batch: every operation is per row, unison voices
 are accumulated in a fixed order (inactive voices add exact zeros), and the noise source is
-one fixed buffer shared by all items.
+one fixed buffer shared by all items. Nor does it depend on the device's code path: on CPU
+the voices an item does not use are skipped, elsewhere they run at weight zero (see
+:meth:`SubtractiveSynth._skips_unused_voices`).
 """
 
 from __future__ import annotations
@@ -28,9 +35,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from synthmatch.devices import chunk_size, chunks, resolve_device
 from synthmatch.synths.base import ProbeNote, Synth, midi_to_hz
 from synthmatch.synths.dsp import (
     CONTROL_HOP,
@@ -41,11 +48,12 @@ from synthmatch.synths.dsp import (
     sqrt_hann,
     stft_frames,
     to_audio_rate,
+    wavetable_read,
 )
 from synthmatch.synths.params import ParamSpec, ParamTable
 
 SHAPES = ("sine", "triangle", "saw", "square")
-TABLE_SIZE = 2048
+TABLE_SIZE = 2048  # a power of two: phases scale to table steps exactly
 MAX_UNISON = 4
 MAX_Q = 8.0
 # Fixed, different start phases (in cycles) so unison voices do not start in phase.
@@ -112,7 +120,11 @@ class SubtractiveSynth(Synth):
     name = "subtractive"
     differentiable = True
     batched = True
-    cpu_chunk = 32  # fastest of 16, 32 and whole batches (benchmarks/bench_chunks.py)
+    # On CPU, items per call: bounds the control-rate tensors (about 100 KB per item).
+    cpu_chunk = 256
+    # On CPU, items per block of audio-rate work: fastest of 4, 8, 16 and 32 in the render
+    # timings of benchmarks/bench_chunks.py.
+    cpu_audio_chunk = 8
 
     def __init__(self, probe: ProbeNote | None = None, device: torch.device | str = "cpu"):
         super().__init__(PARAMS, probe, device)
@@ -125,9 +137,13 @@ class SubtractiveSynth(Synth):
         self._harmonic = torch.arange(num_bins, device=dev, dtype=torch.float32)
         self._control_t = control_times(p.num_samples, p.sample_rate, dev)
         j = torch.arange(CONTROL_HOP, device=dev, dtype=torch.float32)
-        self._offsets = torch.stack([j, j * (j - 1) / (2 * CONTROL_HOP)])
+        self._offsets = torch.stack([j, j * (j - 1) / (2 * CONTROL_HOP)]).unsqueeze(-1)
         gen = torch.Generator().manual_seed(0)
-        self._noise = (torch.rand(p.num_samples, generator=gen) * 2.0 - 1.0).to(dev)
+        noise = torch.rand(p.num_samples, generator=gen) * 2.0 - 1.0
+        # Zero-padded to whole control segments and segment-major, like the oscillators.
+        segments = len(self._control_t) - 1
+        noise = torch.cat([noise, noise.new_zeros(segments * CONTROL_HOP - p.num_samples)])
+        self._noise = noise.view(segments, CONTROL_HOP).t().contiguous().to(dev)
         self._window = sqrt_hann(2 * FILTER_HOP, device=dev)
         frames = -(-p.num_samples // FILTER_HOP) + 1
         self._frame_t = torch.arange(frames, device=dev, dtype=torch.float32) * (
@@ -135,9 +151,19 @@ class SubtractiveSynth(Synth):
         self._bin_hz2 = torch.fft.rfftfreq(2 * FILTER_HOP, 1.0 / p.sample_rate).to(dev).square()
 
     def to(self, device: torch.device | str) -> SubtractiveSynth:
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self._build_constants()
         return self
+
+    @property
+    def _skips_unused_voices(self) -> bool:
+        """Whether a render runs unison voice ``k`` only on the items that use it.
+
+        That needs the voice counts on the host: free on CPU, where it saves a third of the
+        oscillator work for random presets. On other devices reading them would make the host
+        wait for the device, so every item runs every voice, unused ones at weight zero.
+        """
+        return self.device.type == "cpu"
 
     def _render(self, params: Tensor) -> Tensor:
         # Per-item and control-rate values stay in float64 until they meet audio-rate tensors:
@@ -145,100 +171,126 @@ class SubtractiveSynth(Synth):
         # which path an element takes depends on its position in the batch (float64 results
         # agree once rounded to float32). Audio-rate work is float32.
         x = self.params.to_real(params.double())
-        # Sort items by unison voice count so voice k only runs on the tail of the batch that
-        # uses it (contiguous views, no copies); every step is per item, so the order does
-        # not change any item's audio.
-        voices = x[:, self.params.index("unison_voices")]
-        order = torch.argsort(voices, stable=True)
-        x = x[order]
-        col = {name: x[:, j] for j, name in enumerate(self.params.names)}
-        p = self.probe
+        b, order = x.shape[0], None
+        first = [0] * MAX_UNISON
+        if self._skips_unused_voices:
+            # Sort items by unison voice count so voice k only runs on the tail of the batch
+            # that uses it (contiguous views, no copies); every step is per item, so the order
+            # does not change any item's audio.
+            voices = x[:, self.params.index("unison_voices")].round().long()
+            order = torch.argsort(voices, stable=True)
+            x = x[order]
+            counts = torch.bincount(voices, minlength=MAX_UNISON + 1)
+            first = torch.cumsum(counts, 0).tolist()  # rows [first[k]:] have more than k voices
+        ctl = self._controls(x)
+        size = chunk_size(self.device, cpu=self.cpu_audio_chunk)
+        if size is None or size >= b:
+            audio = self._audio(ctl, first)
+            return audio if order is None else audio.index_copy(0, order, audio)
+        audio = torch.empty(b, self.num_samples, device=self.device, dtype=torch.float32)
+        for rows in chunks(b, size):
+            part = self._audio({k: v[rows] for k, v in ctl.items()},
+                               [max(f - rows.start, 0) for f in first])
+            # Each block goes to its items' rows, undoing the sort on the way.
+            if order is None:
+                audio[rows] = part
+            else:
+                audio.index_copy_(0, order[rows], part)
+        return audio
 
+    def _controls(self, x: Tensor) -> dict[str, Tensor]:
+        """Everything per item or at control rate, for :meth:`_audio`: a dict of ``(B, ...)``.
+
+        Args:
+            x: ``(B, P)`` float64 parameters in real units.
+        """
+        p = self.probe
+        col = dict(zip(self.params.names, x.unbind(1), strict=True))
+        f0 = midi_to_hz(float(p.midi_pitch))
         # Levels are scaled down together when they sum above 1, so the mix stays in [-1, 1].
         norm = (col["osc1_level"] + col["osc2_level"] + col["noise_level"]).clamp_min(1.0)
-        lfo = sine_lfo(self._control_t, col["lfo_rate_hz"])
-        mix = self._oscillators(col, lfo, norm)
-        mix = mix.addcmul_((col["noise_level"] / norm).float().unsqueeze(1), self._noise)
-
-        filtered = self._filter(mix, col)
-        amp = adsr(self._control_t, col["amp_attack_s"], col["amp_decay_s"], col["amp_sustain"],
-                   col["amp_release_s"], p.note_duration_s)
-        amp = amp * (p.gain * torch.pow(10.0, col["gain_db"] / 20.0)).unsqueeze(1)
-        audio = (filtered * to_audio_rate(amp.float(), p.num_samples)).clamp_(-1.0, 1.0)
-        return audio.index_copy(0, order, audio)
-
-    def _oscillators(self, col: dict[str, Tensor], lfo: Tensor, norm: Tensor) -> Tensor:
-        """Both oscillators with unison, summed with their levels divided by ``norm``: ``(B, T)``.
-
-        Expects the batch sorted by ``unison_voices`` (see :meth:`_render`).
-        """
-        p, b, n = self.probe, lfo.shape[0], self.probe.num_samples
-        f0 = midi_to_hz(float(p.midi_pitch))
         osc2_ratio = torch.exp2((col["osc2_semitones"] + col["osc2_detune_cents"] / 100.0) / 12.0)
         voices = col["unison_voices"].round().unsqueeze(1)
         # Voice v of n sits at detune * (2v / (n - 1) - 1) cents; a single voice at 0.
-        v = torch.arange(MAX_UNISON, device=lfo.device, dtype=torch.float64)
+        v = torch.arange(MAX_UNISON, device=x.device, dtype=torch.float64)
         spread = torch.where(voices > 1, 2.0 * v / (voices - 1).clamp_min(1.0) - 1.0, 0.0)
         voice_ratio = torch.exp2(col["unison_detune_cents"].unsqueeze(1) * spread / 1200.0)
         levels = torch.stack([col["osc1_level"], col["osc2_level"]], 1) / norm.unsqueeze(1)
         # (B, 2, MAX_UNISON): each voice's gain in the mix; inactive voices get 0.
         voice_weight = (levels.unsqueeze(2) * ((v < voices).double() / voices).unsqueeze(1)).float()
 
-        # Phase (in cycles) of each oscillator: the running sum of its per-sample rate.
+        # Phase of each oscillator: the running sum of its per-sample rate.
+        lfo = sine_lfo(self._control_t, col["lfo_rate_hz"])
         semis = col["lfo_to_pitch_semitones"].unsqueeze(1) * lfo
         rate = torch.exp2(semis / 12.0) * (f0 / p.sample_rate)  # (B, C) at control points
         ratios = torch.stack([torch.ones_like(osc2_ratio), osc2_ratio], 1).unsqueeze(2)
-        whole, local = self._integrate(rate.unsqueeze(1) * ratios)  # (B, 2, S), (B, 2, S, hop)
+        whole, segments = self._integrate(rate.unsqueeze(1) * ratios)  # (B, 2, S), (B, 2, 3, S)
 
         # Highest frequency osc 1 reaches (widest voice, LFO at its peak): its tables stop below.
         highest = f0 * voice_ratio.max(1).values * torch.exp2(
             col["lfo_to_pitch_semitones"] / 12.0)
-        tables = self._wavetables(torch.stack([col["osc1_shape"], col["osc2_shape"]], 1).float(),
-                                  torch.stack([highest, highest * osc2_ratio], 1).float())
+        values, slopes = self._wavetables(
+            torch.stack([col["osc1_shape"], col["osc2_shape"]], 1).float(),
+            torch.stack([highest, highest * osc2_ratio], 1).float())
 
-        counts = torch.bincount(voices.view(-1).long(), minlength=MAX_UNISON + 1)
-        first = torch.cumsum(counts, 0).tolist()  # rows [first[k]:] have more than k voices
-        span = local.shape[2] * local.shape[3]
-        out = None
+        # The filter's cutoff per STFT frame, swept by its envelope and the LFO.
+        t = self._frame_t
+        env = adsr(t, col["filter_attack_s"], col["filter_decay_s"], col["filter_sustain"],
+                   col["filter_release_s"], p.note_duration_s)
+        octaves = (col["filter_env_octaves"].unsqueeze(1) * env
+                   + col["lfo_to_cutoff_octaves"].unsqueeze(1) * sine_lfo(t, col["lfo_rate_hz"]))
+        cutoff = (col["cutoff_hz"].unsqueeze(1) * torch.exp2(octaves)).clamp(
+            20.0, 0.49 * p.sample_rate)
+        q = 0.5**0.5 * (MAX_Q / 0.5**0.5) ** col["resonance"]
+
+        amp = adsr(self._control_t, col["amp_attack_s"], col["amp_decay_s"], col["amp_sustain"],
+                   col["amp_release_s"], p.note_duration_s)
+        amp = amp * (p.gain * torch.pow(10.0, col["gain_db"] / 20.0)).unsqueeze(1)
+        return {
+            "noise_gain": (col["noise_level"] / norm).float(),
+            "voice_ratio": voice_ratio,
+            "voice_weight": voice_weight,
+            "whole": whole,
+            "segments": segments,
+            "values": values,
+            "slopes": slopes,
+            # (f / fc)^2 is the bins' squared frequencies times this: a multiplication per
+            # bin, where a division costs more.
+            "inv_cutoff2": cutoff.square().reciprocal().float(),
+            "inv_q2": q.reciprocal().square().float(),
+            "amp": amp.float(),
+        }
+
+    def _audio(self, ctl: dict[str, Tensor], first: list[int]) -> Tensor:
+        """The audio of the items of :meth:`_controls`: ``(B, T)``.
+
+        Args:
+            ctl: :meth:`_controls` of the items (or a block of them).
+            first: Voice ``k`` runs on items ``first[k]:`` (sorted by voice count).
+        """
+        b, n = len(ctl["noise_gain"]), self.probe.num_samples
+        local = self._local(ctl["segments"])  # (B, 2, hop, S)
+        # Segment-major like the voices: (B, hop, S).
+        mix = ctl["noise_gain"].view(b, 1, 1) * self._noise
         for k in range(MAX_UNISON):
             lo = first[k]
             if lo >= b:
                 break
-            rows = b - lo
-            ratio = voice_ratio[lo:, k].view(rows, 1, 1)
+            ratio = ctl["voice_ratio"][lo:, k].view(-1, 1, 1)
             # Voice k runs at r_k = 1 + d_k times its oscillator: phase = frac(r_k * cycles),
             # cycles = whole + local with whole an integer per segment (float64) and local
-            # small (float32), so phase = frac(frac(d_k * whole) + r_k * local).
-            offset = torch.frac(whole[lo:] * (ratio - 1.0) + VOICE_PHASE[k]).float()
-            grid = self._phase_grid(local[lo:], ratio.float().unsqueeze(-1), offset.unsqueeze(-1))
-            wave = F.grid_sample(tables[lo:].view(2 * rows, 1, 2, -1), grid,
-                                 mode="bilinear", align_corners=True).view(rows, 2, span)
-            weight = voice_weight[lo:, :, k : k + 1]
-            if out is None:
-                out = weight * wave
-            else:
-                out[lo:] = torch.addcmul(out[lo:], weight, wave)
-        return out[..., :n].sum(1)
-
-    @staticmethod
-    def _phase_grid(local: Tensor, ratio: Tensor, offset: Tensor) -> Tensor:
-        """Grid for ``grid_sample``: ``(x, y)`` both the voice phase
-        ``frac(offset + ratio * local)`` in ``[0, 1)``.
-
-        The tables are images of two identical rows (see :meth:`_wavetables`), so y may be
-        anything in range; reusing x keeps the grid a stride-0 view of one contiguous phase
-        tensor instead of interleaved (x, y) pairs that every pass would write strided.
-
-        Args:
-            local: ``(R, 2, S, hop)`` in-segment phase of each oscillator (cycles, unwrapped).
-            ratio: ``(R, 1, 1, 1)`` frequency of the voice relative to its oscillator.
-            offset: ``(R, 2, S, 1)`` phase of the voice at each segment start, wrapped.
-
-        Returns:
-            ``(2R, 1, S * hop, 2)``.
-        """
-        ph = torch.addcmul(offset, local, ratio).frac_()
-        return ph.view(-1, 1, ph.shape[2] * ph.shape[3], 1).expand(-1, -1, -1, 2)
+            # small (float32), so phase = frac(frac(d_k * whole) + r_k * local). The inner
+            # frac rounds down (d_k < 0 detunes down), as wavetable_read needs phases >= 0.
+            offset = ctl["whole"][lo:] * (ratio - 1.0) + VOICE_PHASE[k]
+            offset = (offset - offset.floor()) * TABLE_SIZE
+            phase = torch.addcmul(offset.float().unsqueeze(-2), local[lo:],
+                                  ratio.float().unsqueeze(-1))
+            wave = wavetable_read(ctl["values"][lo:], ctl["slopes"][lo:], phase)
+            weight = ctl["voice_weight"][lo:, :, k, None, None]
+            mix[lo:].addcmul_(wave[:, 0], weight[:, 0]).addcmul_(wave[:, 1], weight[:, 1])
+        mix = mix.transpose(1, 2).reshape(b, -1)[:, :n]
+        audio = self._filter(mix, ctl["inv_cutoff2"], ctl["inv_q2"])
+        return audio.mul_(to_audio_rate(ctl["amp"], n)).clamp_(-1.0, 1.0)
 
     def _integrate(self, rate: Tensor) -> tuple[Tensor, Tensor]:
         """Running sum of a per-sample rate given at control points, linear in between.
@@ -246,16 +298,17 @@ class SubtractiveSynth(Synth):
         Within a control segment the running sum of a linear ramp is a quadratic in the sample
         offset, so it is evaluated in closed form: whole cycles at segment starts are summed in
         float64 over the few control points, and only the small in-segment part is computed
-        at audio rate, in float32, so long notes lose no precision.
+        at audio rate (:meth:`_local`), in float32, so long notes lose no precision.
 
         Args:
             rate: ``(..., C)`` cycles per sample at the control points of :func:`control_times`.
 
         Returns:
-            ``(whole, local)``: ``(..., S)`` float64 whole cycles at the start of each of the
-            ``S = C - 1`` segments, and ``(..., S, CONTROL_HOP)`` float32 cycles since then
-            (plus the fractional part at the start). Phase at sample ``s * hop + j`` is
-            ``whole[s] + local[s, j]``.
+            ``(whole, segments)``: ``(..., S)`` float64 whole cycles at the start of each of
+            the ``S = C - 1`` segments, and ``(..., 3, S)`` float32 for :meth:`_local`: the
+            fractional cycle at each segment's start, the rate there and its change per sample
+            times ``hop``, all in table steps (cycles times ``TABLE_SIZE``; scaling by a power
+            of two is exact).
         """
         rate = rate.double()
         start, step = rate[..., :-1], rate[..., 1:] - rate[..., :-1]
@@ -263,21 +316,33 @@ class SubtractiveSynth(Synth):
         seg = CONTROL_HOP * start + step * ((CONTROL_HOP - 1) / 2.0)
         before = torch.cumsum(seg, -1) - seg
         whole = torch.floor(before)
-        j, tri = self._offsets  # sample offsets 0..hop-1 and j (j - 1) / (2 hop)
-        local = torch.addcmul((before - whole).float().unsqueeze(-1),
-                              start.float().unsqueeze(-1), j)
-        return whole, local.addcmul_(step.float().unsqueeze(-1), tri)
+        segments = torch.stack([before - whole, start, step], -2) * TABLE_SIZE
+        return whole, segments.float()
 
-    def _wavetables(self, shape: Tensor, highest_hz: Tensor) -> Tensor:
-        """Band-limited tables of the morphed shapes: ``(B, O, 2, 2N + 1)``.
+    def _local(self, segments: Tensor) -> Tensor:
+        """Phase since each segment's start, at audio rate: ``(..., CONTROL_HOP, S)``.
+
+        Segment-major: the phase at sample ``s * hop + j``, in table steps, is at ``[j, s]``,
+        plus ``whole[s] * TABLE_SIZE`` from :meth:`_integrate`.
+
+        Args:
+            segments: ``(..., 3, S)`` from :meth:`_integrate`.
+        """
+        frac, start, step = segments.unsqueeze(-2).unbind(-3)
+        j, tri = self._offsets  # sample offsets 0..hop-1 and j (j - 1) / (2 hop)
+        return torch.addcmul(frac, start, j).addcmul_(step, tri)
+
+    def _wavetables(self, shape: Tensor, highest_hz: Tensor) -> tuple[Tensor, Tensor]:
+        """Band-limited tables of the morphed shapes, for :func:`wavetable_read`.
 
         Args:
             shape: ``(B, O)`` shape morph (0 sine .. 3 square) per oscillator.
             highest_hz: ``(B, O)`` highest frequency each oscillator plays; harmonics that
                 would exceed Nyquist there are removed, so nothing aliases.
 
-        Two periods span grid x in ``[-1, 1]``, so a phase in ``[0, 1)`` is a grid coordinate;
-        each table is an image of two identical rows, so any grid y in range reads the same.
+        Returns:
+            ``(values, slopes)``, both ``(B, O, TABLE_SIZE)``: one period, and the step from
+            each sample to the next (wrapping around).
         """
         weights = [torch.relu(1.0 - (shape - j).abs()).unsqueeze(-1) for j in range(len(SHAPES))]
         series = weights[0] * self._series[0]
@@ -288,24 +353,22 @@ class SubtractiveSynth(Synth):
         # irfft of -i * a_k * N / 2 gives sum_k a_k sin(2 pi k n / N).
         spectrum = torch.complex(torch.zeros_like(series), -series * (TABLE_SIZE / 2))
         table = torch.fft.irfft(spectrum, n=TABLE_SIZE)
-        table = torch.cat([table, table, table[..., :1]], -1)
-        return table.unsqueeze(-2).expand(*table.shape[:-1], 2, -1).contiguous()
+        return table, table.roll(-1, -1) - table
 
-    def _filter(self, audio: Tensor, col: dict[str, Tensor]) -> Tensor:
-        """24 dB/oct low-pass (a resonant 2-pole times a Butterworth 2-pole), per STFT frame."""
-        p, t = self.probe, self._frame_t
-        env = adsr(t, col["filter_attack_s"], col["filter_decay_s"], col["filter_sustain"],
-                   col["filter_release_s"], p.note_duration_s)
-        lfo = sine_lfo(t, col["lfo_rate_hz"])
-        octaves = (col["filter_env_octaves"].unsqueeze(1) * env
-                   + col["lfo_to_cutoff_octaves"].unsqueeze(1) * lfo)
-        cutoff = (col["cutoff_hz"].unsqueeze(1) * torch.exp2(octaves)).clamp(
-            20.0, 0.49 * p.sample_rate).float()  # (B, frames)
-        q = 0.5**0.5 * (MAX_Q / 0.5**0.5) ** col["resonance"]
-        r2 = self._bin_hz2 / cutoff.square().unsqueeze(2)  # (B, frames, bins): (f / fc)^2
+    def _filter(self, audio: Tensor, inv_cutoff2: Tensor, inv_q2: Tensor) -> Tensor:
+        """24 dB/oct low-pass (a resonant 2-pole times a Butterworth 2-pole), per STFT frame.
+
+        Args:
+            audio: ``(B, T)``.
+            inv_cutoff2: ``(B, frames)`` one over the squared cutoff (Hz) in each frame.
+            inv_q2: ``(B,)`` one over the squared Q.
+        """
+        r2 = self._bin_hz2 * inv_cutoff2.unsqueeze(2)  # (B, frames, bins): (f / fc)^2
         # |H|^2 of a resonant 2-pole, (1 - r^2)^2 + r^2 / Q^2, times a Butterworth's 1 + r^4.
-        inv_q2 = q.reciprocal().square().float().view(-1, 1, 1)
-        resonant = (1.0 - r2).square_().addcmul_(r2, inv_q2)
-        response = torch.rsqrt(resonant * r2.square().add_(1.0))
-        spectra = stft_frames(audio, FILTER_HOP, self._window).mul_(response)
-        return overlap_add(spectra, FILTER_HOP, self._window, p.num_samples)
+        resonant = (1.0 - r2).square_().addcmul_(r2, inv_q2.view(-1, 1, 1))
+        response = resonant.mul_(r2.square().add_(1.0)).rsqrt_()
+        spectra = stft_frames(audio, FILTER_HOP, self._window)
+        # On real and imaginary parts: a complex-by-real product would first copy the
+        # response into a complex tensor.
+        torch.view_as_real(spectra).mul_(response.unsqueeze(-1))
+        return overlap_add(spectra, FILTER_HOP, self._window, self.probe.num_samples)

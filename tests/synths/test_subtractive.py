@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+import synthmatch.synths.subtractive as subtractive
+from synthmatch.devices import count_syncs
 from synthmatch.synths import FrozenSynth, ProbeNote
-from synthmatch.synths.subtractive import SubtractiveSynth
+from synthmatch.synths.dsp import wavetable_read
+from synthmatch.synths.subtractive import TABLE_SIZE, SubtractiveSynth
 from tests.conftest import band_energy, cuda, peak_frequency
 
 
@@ -157,6 +161,98 @@ def test_frozen_synth_fills_frozen_parameters():
     full[0, synth.params.index("cutoff_hz")] = 0.7
     full[0, synth.params.index("resonance")] = 0.9
     assert torch.equal(easy.render(u), synth.render(full))
+
+
+def grid_sample_read(values: torch.Tensor, slopes: torch.Tensor,
+                     phase: torch.Tensor) -> torch.Tensor:
+    """The oracle: how the oscillators read their tables before ``wavetable_read``.
+
+    ``F.grid_sample`` (bilinear, ``align_corners=True``) over an image of two identical rows
+    holding two periods and the closing sample; grid x = the phase in cycles, in [0, 1), lands
+    on the second period. In float64, so that its own coordinate rounding (up to 2^-12 table
+    steps in float32) does not blur the comparison. ``slopes`` is unused: grid_sample
+    interpolates between neighbouring values itself.
+    """
+    r, o, n = values.shape
+    table = values.double()
+    image = torch.cat([table, table, table[..., :1]], -1).reshape(r * o, 1, 1, -1)
+    x = torch.frac(phase.double() / n).reshape(r * o, 1, -1, 1)
+    grid = torch.cat([x, torch.zeros_like(x)], -1)
+    out = F.grid_sample(image.expand(-1, -1, 2, -1), grid, mode="bilinear", align_corners=True)
+    return out.reshape(phase.shape).float()
+
+
+def test_wavetable_read_matches_grid_sample():
+    synth = SubtractiveSynth()
+    # Sine to square, and tables from a single harmonic to 200 (a square at 40 Hz).
+    values, slopes = synth._wavetables(torch.tensor([[0.0, 1.0], [2.0, 3.0], [2.5, 1.7]]),
+                                       torch.tensor([[4000.0, 300.0], [40.0, 2000.0],
+                                                     [130.0, 700.0]]))
+    phase = torch.rand(3, 2, 32, 500, generator=torch.Generator().manual_seed(0))
+    phase = phase * (40 * TABLE_SIZE)  # up to 40 periods: the read wraps
+    # Table points, the wrap, and just below it.
+    phase[..., 0, :5] = torch.tensor([0.0, 1.0, TABLE_SIZE - 1.0, TABLE_SIZE - 2**-10,
+                                      7.0 * TABLE_SIZE])
+    expected = grid_sample_read(values, slopes, phase)
+    actual = wavetable_read(values, slopes, phase.clone())
+    torch.testing.assert_close(actual, expected, atol=1e-6, rtol=0)
+    assert expected.abs().max() > 0.9  # the tables are not silent
+
+
+@pytest.mark.parametrize("midi_pitch", [36, 60, 84])
+def test_render_matches_the_grid_sample_oscillator(monkeypatch, midi_pitch):
+    # Random presets cover unison voices detuned down, whose phases are rebased to stay >= 0.
+    synth = SubtractiveSynth(ProbeNote(midi_pitch=midi_pitch))
+    u = synth.params.sample(48, torch.Generator().manual_seed(midi_pitch))
+    audio = synth.render(u)
+    monkeypatch.setattr(subtractive, "wavetable_read", grid_sample_read)
+    torch.testing.assert_close(audio, synth.render(u), atol=1e-6, rtol=0)
+
+
+def test_skipped_and_silent_unused_voices_sound_the_same(monkeypatch):
+    # CPU skips the voices an item does not use; other devices run them at weight zero.
+    synth = SubtractiveSynth()
+    u = synth.params.sample(24, torch.Generator().manual_seed(8))
+    skipped = synth.render(u)
+    monkeypatch.setattr(SubtractiveSynth, "_skips_unused_voices", False)
+    assert torch.equal(synth.render(u), skipped)
+
+
+def allow_meta_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let synths take the meta device, which they refuse (it holds no data), for a test."""
+    monkeypatch.setattr("synthmatch.synths.base.resolve_device", torch.device)
+    monkeypatch.setattr(subtractive, "resolve_device", torch.device)
+
+
+def test_render_off_cpu_reads_nothing_back_from_the_device(monkeypatch):
+    # On the meta device every read of a value (.tolist(), bool(), .item()) raises, so this
+    # renders the off-CPU path and proves it never makes the host wait for the device.
+    allow_meta_device(monkeypatch)
+    synth = SubtractiveSynth(device="meta")
+    u = torch.rand(8, len(synth.params), device="meta")
+    assert synth._render_chunks(u).shape == (8, 16000)
+    easy = FrozenSynth(synth, ["cutoff_hz", "osc1_shape"])
+    assert easy._render_chunks(torch.rand(8, 2, device="meta")).shape == (8, 16000)
+
+
+def test_frozen_synth_moves_its_buffers(monkeypatch):
+    allow_meta_device(monkeypatch)
+    easy = FrozenSynth(SubtractiveSynth(), ["cutoff_hz", "osc1_shape"]).to("meta")
+    assert easy.base_params.device.type == easy.free_index.device.type == "meta"
+    assert easy._render_chunks(torch.rand(4, 2, device="meta")).device.type == "meta"
+
+
+@cuda
+@pytest.mark.gpu
+def test_cuda_render_waits_for_the_device_once():
+    synth = SubtractiveSynth(device="cuda")
+    u = synth.params.sample(64, torch.Generator().manual_seed(9)).cuda()
+    synth.render(u)  # warm-up: FFT plans, cached constants
+    assert count_syncs(lambda: synth.render(u)) == 1  # the validation's branch
+    easy = FrozenSynth(synth, ["cutoff_hz", "resonance"])
+    v = torch.rand(64, 2, device="cuda")
+    easy.render(v)
+    assert count_syncs(lambda: easy.render(v)) == 1
 
 
 @cuda
