@@ -1,9 +1,11 @@
-"""Chunk sizes on CPU: the subtractive synth's ``cpu_chunk`` and the env core's feature chunks.
+"""Chunk sizes on CPU: the subtractive synth's audio-rate blocks and the env core's feature
+chunks.
 
 Times, in interleaved rounds (medians), a render of random presets with the synth's
-``cpu_chunk`` set to each candidate, and the reward-feature path of an env step (features of
-the rendered batch + distance to cached targets) computed in chunks of each candidate size.
-These numbers chose ``SubtractiveSynth.cpu_chunk`` and ``synthmatch.devices.CPU_FEATURE_CHUNK``.
+``cpu_audio_chunk`` (items whose audio-rate work runs together) set to each candidate, and the
+reward-feature path of an env step (features of the rendered batch + distance to cached
+targets) computed in chunks of each candidate size. These numbers chose
+``SubtractiveSynth.cpu_audio_chunk`` and ``synthmatch.devices.CPU_FEATURE_CHUNK``.
 
 Usage:
     python benchmarks/bench_chunks.py --rounds 9
@@ -24,7 +26,7 @@ from synthmatch.synths.subtractive import SubtractiveSynth
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--chunks", type=int, nargs="+", default=[16, 32, 0],
+    parser.add_argument("--chunks", type=int, nargs="+", default=[4, 8, 16, 32, 0],
                         help="candidate chunk sizes; 0 means the whole batch at once")
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
@@ -41,7 +43,7 @@ def main() -> None:
             size = c or b
 
             def render(size=size, params=params):
-                synth.cpu_chunk = size
+                synth.cpu_audio_chunk = size
                 synth.render(params)
 
             def features(size=size, audio=audio, targets=targets, b=b):
