@@ -275,6 +275,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the web app with uvicorn until Ctrl-C (``synthmatch serve``)."""
     import uvicorn
 
+    # Each match runs in its own thread with small batches: one torch thread apiece, so two
+    # matches never fight over the cores (see synthmatch match --threads).
+    torch.set_num_threads(1)
     local = host in LOOPBACK
     # Only names this machine answers to: a page elsewhere cannot rebind its own name here.
     names = ("127.0.0.1", "localhost")

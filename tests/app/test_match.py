@@ -147,6 +147,7 @@ def _errors(tmp: Path) -> list[tuple[str, list, str]]:
         ("vst3-no-plugin", ["match", CROSS, "--synth", "vst3"], "--synth vst3 needs --plugin"),
         ("budget-0", ["match", CROSS, "--budget", "0"], "budget must be >= 1"),
         ("note-200", ["match", CROSS, "--note", "200"], "--note must be in 0..127"),
+        ("threads-0", ["match", CROSS, "--threads", "0"], "--threads must be >= 1"),
         ("gradient-on-torchsynth", ["match", CROSS, "--synth", "torchsynth", "--method",
                                     "gradient"], "needs a differentiable synth"),
         ("render-missing", ["render", tmp / "nope.json", "--out", tmp / "x.wav"],
