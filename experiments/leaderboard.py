@@ -234,7 +234,7 @@ def main(args: Args) -> int:
         from synthmatch.distributed import connect
 
         try:
-            connect(args.ray_address)
+            connect(args.ray_address, device=args.device)
         except (ImportError, ConnectionError, ValueError) as err:
             return fail(str(err))
 

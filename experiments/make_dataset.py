@@ -143,7 +143,7 @@ def main(args: Args) -> int:
         if use_ray:
             from synthmatch.distributed import connect
 
-            connect(args.ray_address)
+            connect(args.ray_address, device=args.device)
     except (ValueError, TypeError, ImportError, ConnectionError) as exc:
         print(f"make_dataset.py: error: {exc}", file=sys.stderr)
         return 2

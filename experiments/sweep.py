@@ -126,7 +126,7 @@ def main(args: Args) -> int:
 
     from synthmatch.distributed import connect
 
-    connect(args.ray_address, tune=True)
+    connect(args.ray_address, tune=True, device="cuda" if args.gpus_per_trial else "cpu")
     out = args.out.resolve()
     spec = SweepSpec(algo=args.algo, script=str(EXPERIMENTS / ALGOS[args.algo][0]),
                      out=str(out), cwd=str(Path.cwd()), python=sys.executable, fixed=fixed,

@@ -56,8 +56,8 @@ def require_ray(tune: bool = False) -> Any:
     return ray
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None,
-            tune: bool = False) -> Any:
+def connect(address: str | None = None, *, num_cpus: int | None = None, tune: bool = False,
+            device: str = "cpu") -> Any:
     """Connect this process to a Ray cluster, unless it already is; returns ``ray``.
 
     Args:
@@ -66,10 +66,13 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
             started on this machine with ``num_cpus`` CPUs (default: all).
         num_cpus: CPUs of a Ray instance started here; ignored when connecting.
         tune: Also load Ray Tune (its dependencies come with the extra too).
+        device: Where the tasks will render; ``cuda`` needs a GPU in the cluster.
 
     Raises:
         RayMissingError: Ray is not installed.
         ConnectionError: no cluster answers at ``address`` (the message names it).
+        ValueError: ``device`` is CUDA and the cluster has no GPU (its tasks would wait
+            forever).
     """
     ray = require_ray(tune)
     if ray.is_initialized():
@@ -81,6 +84,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
     except ConnectionError as exc:
         raise ConnectionError(f"cannot reach a Ray cluster at {address!r} ({exc}); start one "
                               "with `ray start --head` and pass the address it prints") from None
+    if device.startswith("cuda") and not ray.cluster_resources().get("GPU"):
+        raise ValueError(f"{device} asked for, but the Ray cluster has no GPU (`ray status` "
+                         "lists its resources): use cpu, or add nodes with GPUs")
     return ray
 
 

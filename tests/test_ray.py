@@ -128,8 +128,26 @@ def quick_jobs(methods=("default", "random", "cmaes"), budgets=(1, 4), chunk_siz
             for m in (METHODS[name]() for name in methods)]
 
 
-def without_wall_time(cells):
-    return [{k: v for k, v in cell.items() if k != "wall_s"} for cell in cells]
+def assert_same_results(a, b, where="") -> None:
+    """Equal, floats within a relative 1e-6 and the rest exactly, wall times left out.
+
+    Two processes may disagree in a float's last bits (FFT and matmul kernels take other paths
+    with another memory layout: a local run after a torchsynth render shows it too); the
+    presets, renders and successes are exact.
+    """
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            if k not in ("wall_s", "wall_s_per_target"):
+                assert_same_results(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_results(x, y, f"{where}/{i}")
+    elif isinstance(a, float) and not isinstance(b, bool):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9), where
+    else:
+        assert a == b, where
 
 
 @pytest.mark.slow
@@ -149,10 +167,8 @@ def test_leaderboard_cells_on_ray_equal_local_ones_and_share_the_cache(cluster, 
     assert fill_cache_ray(jobs, cache) == 2 * len(jobs)  # chunks 1 and 2 of each job
     assert fill_cache_ray(jobs, cache) == 0
     remote = [c for job in jobs for c in run_job(job, cache)]
-    assert without_wall_time(remote) == without_wall_time(local)
-    for metric in ("distance", "success_rate", "mss", "param_mae"):
-        assert (report.markdown_table(report.summarize(remote), "bench-v1/quick", metric)
-                == report.markdown_table(report.summarize(local), "bench-v1/quick", metric))
+    assert_same_results(remote, local)
+    assert_same_results(report.summarize(remote), report.summarize(local))
 
 
 @pytest.mark.slow
@@ -162,9 +178,10 @@ def test_leaderboard_script_with_ray_writes_the_local_table(cluster, tmp_path):
                             budgets=(1, 4), chunk_size=3, progress=False, grid_targets=1)
     assert leaderboard.main(replace(base, out=tmp_path / "local")) == 0
     assert leaderboard.main(replace(base, out=tmp_path / "ray", ray=True)) == 0
-    table = {run: (tmp_path / run / "bench-v1__quick.md").read_text().split("Wall time")[0]
-             for run in ("local", "ray")}
-    assert table["ray"] == table["local"] and "| random |" in table["ray"]
+    results = {run: json.loads((tmp_path / run / "bench-v1__quick.json").read_text())
+               for run in ("local", "ray")}
+    assert_same_results(results["ray"]["summaries"], results["local"]["summaries"])
+    assert {s["method"] for s in results["ray"]["summaries"]} == {"default", "random"}
 
 
 @pytest.mark.slow

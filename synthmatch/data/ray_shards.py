@@ -44,7 +44,7 @@ def render_shards_ray(config: DatasetConfig, root: Path, todo: list[int], device
         IncompleteDatasetError: a task failed (after Ray's retries) or Ctrl-C; the finished
             shards stay, and the same call resumes.
     """
-    ray = connect()
+    ray = connect(device=device)
     task = ray.remote(render_shard_task).options(**task_options(device))
     config_json = config.to_json()
     bar = progress_bar(config, root, todo, progress, " (ray)")

@@ -6,8 +6,9 @@ measures all the budgets of a (suite, method, chunk) cell. The driver writes eac
 the same cache as a local run, as it arrives, so the workers need no shared file system, and
 :func:`~synthmatch.leaderboard.harness.run_job` then assembles the table from the cache. A
 task seeds and runs exactly what a local run does
-(:func:`~synthmatch.leaderboard.harness.compute_chunk`), so the results are the same. A task
-whose worker dies is retried.
+(:func:`~synthmatch.leaderboard.harness.compute_chunk`), so the results are a local run's (to
+the last bits of a float, in which any two processes may differ: FFT and matmul kernels take
+other paths with another memory layout). A task whose worker dies is retried.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def fill_cache_ray(jobs: list[Job], cache_dir: Path, device: str = "cpu",
                 todo.append((job, c, len(targets)))
     if not todo:
         return 0
-    ray = connect()
+    ray = connect(device=device)
     task = ray.remote(chunk_task).options(**task_options(device))
     # Each job travels once (its suite's audio, a loaded prior...), without its synth.
     sent = {id(job): ray.put(replace(job, synth=None)) for job, _, _ in todo}
