@@ -273,6 +273,7 @@ def create_app(max_upload_bytes: int = MAX_UPLOAD_BYTES, max_sessions: int = 32,
 
 def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the web app with uvicorn until Ctrl-C (``synthmatch serve``)."""
+    import torch
     import uvicorn
 
     # Each match runs in its own thread with small batches: one torch thread apiece, so two

@@ -231,3 +231,31 @@ def test_the_report_plays_in_chromium(matched):
         assert width > 500
     finally:
         driver.quit()
+
+
+def test_serve_starts_the_app_on_localhost():
+    """The console command itself (the tests of the app build it with create_app)."""
+    import socket
+    import time
+    import urllib.request
+
+    pytest.importorskip("fastapi")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "synthmatch.app.cli", "serve", "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline, options = time.time() + 60, None
+        while time.time() < deadline and options is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/options") as answer:
+                    options = json.loads(answer.read())
+            except OSError:
+                time.sleep(0.5)
+        assert options is not None, proc.stderr.read() if proc.poll() is not None else ""
+        assert "subtractive" in options["synths"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
