@@ -259,3 +259,20 @@ def test_serve_starts_the_app_on_localhost():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("synth", ["vst3", "vital"])
+def test_real_synths_also_write_their_own_preset_file(tmp_path, synth):
+    extra = []
+    if synth == "vst3":
+        from tests.conftest import plugin_path
+
+        extra = ["--plugin", plugin_path("Nekobi")]
+    else:
+        pytest.importorskip("vita")
+    code, _, err = run("match", CROSS, "--synth", synth, *extra, "--budget", "8", "--out",
+                       tmp_path, "--no-progress")
+    assert code == 0, err
+    own = {"vst3": "preset.vstpreset", "vital": "preset.vital"}[synth]
+    assert (tmp_path / "t000" / own).stat().st_size > 0
+    assert "with cmaes" in err  # no suite, no gradients: the search without them
