@@ -44,10 +44,13 @@ from synthmatch.agents.training import (
     env_kwargs,
     evaluate_model,
     read_config,
+    run_dir_of,
     warm_start,
 )
-from synthmatch.envs import env_ids
-from synthmatch.fileio import temporary_name, write_json_atomic
+from synthmatch.cli import fail as cli_fail
+from synthmatch.devices import resolve_device
+from synthmatch.envs.registration import env_settings
+from synthmatch.fileio import load_weights, temporary_name, write_json_atomic
 
 ALGO = "ppo_gpu"
 # What a resumed run may change; every setting not given comes from the run's config.json.
@@ -100,10 +103,9 @@ class Args(RunSettings):
     """initial log standard deviation of the Gaussian policy"""
 
 
-def fail(message: str) -> NoReturn:
-    """A user mistake: one line on stderr and exit status 2, as argparse does."""
-    print(f"ppo_gpu.py: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+def fail(message: object) -> NoReturn:
+    """A user mistake: one line on stderr and exit status 2 (synthmatch.cli's contract)."""
+    cli_fail("ppo_gpu.py", message)
 
 
 def given_flags(argv: Sequence[str]) -> set[str]:
@@ -117,7 +119,7 @@ def resumed(args: Args, argv: Sequence[str]) -> Args:
     checkpoint = Path(args.resume)
     if not checkpoint.is_file():
         fail(f"--resume: no checkpoint at {checkpoint}")
-    config = checkpoint.parent.parent / "config.json"
+    config = run_dir_of(checkpoint) / "config.json"
     recorded = read_config(config.parent)
     if recorded.get("algo") != ALGO:
         fail(f"--resume: {config} is missing or not from {ALGO}; give a checkpoint under "
@@ -144,20 +146,12 @@ def check(args: Args) -> None:
         value = getattr(args, name)
         if not (value > low and (high is None or value <= high)):
             fail(f"--{name.replace('_', '-')} must be in ({low}, {high or 'inf'}], got {value}")
-    if args.env_id not in gym.registry:
-        fail(f"--env-id {args.env_id!r} is not registered; available: {', '.join(env_ids())}")
     try:
-        device = torch.device(args.device)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        fail(f"--device {args.device!r} is not supported: use cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        fail(f"--device {args.device}: CUDA is not available here (torch {torch.__version__}); "
-             "use --device cpu, with fewer envs (e.g. --num-envs 16 --batch-size 256)")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        fail(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA "
-             "device(s)")
+        env_settings(args.env_id)
+        resolve_device(args.device)
+    except ValueError as err:
+        fail(f"{err}" + ("; on CPU, use fewer envs (e.g. --num-envs 16 --batch-size 256)"
+                         if "CUDA is not available" in str(err) else ""))
 
 
 def save_checkpoint(path: Path, agent: Agent, optimizer: torch.optim.Optimizer,
@@ -177,13 +171,16 @@ def main(args: Args, argv: Sequence[str] = ()) -> Path:
     check(args)
     if args.run_name is None:
         args = replace(args, run_name=f"{args.env_id}__{ALGO}__{args.seed}__{int(time.time())}")
-    run_dir = Path(args.resume).parent.parent if args.resume else Path(args.log_dir) / args.run_name
+    run_dir = run_dir_of(args.resume) if args.resume else Path(args.log_dir) / args.run_name
     latest = run_dir / "checkpoints" / "latest.pt"
     device = torch.device(args.device)
 
     state: dict[str, Any] | None = None
     if args.resume:
-        state = torch.load(args.resume, map_location=device, weights_only=True)
+        try:
+            state = load_weights(args.resume, "ppo_gpu.py checkpoint")
+        except ValueError as err:
+            fail(err)
     global_step = int(state["global_step"]) if state else 0
 
     # ---- Seeding: python, numpy and torch; env i gets seed + i. A resumed run shifts every

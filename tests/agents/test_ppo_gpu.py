@@ -139,9 +139,10 @@ def test_resume_refuses_a_flag_that_contradicts_the_run(run):
     (["--num-envs", "0"], "--num-envs must be >= 1, got 0"),
     (["--batch-size", "-1"], "--batch-size must be >= 1"),
     (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
-    (["--env-id", "Nope-v0"], "'Nope-v0' is not registered"),
-    (["--device", "tpu"], "'tpu' is not supported"),
-    (["--device", "mps"], "'mps' is not supported"),
+    (["--env-id", "Nope-v0"], "unknown env id 'Nope-v0'"),
+    (["--env-id", "CartPole-v1"], "'CartPole-v1' is not a synthmatch env"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--device", "mps"], "device 'mps' is not supported"),
     (["--resume", "missing.pt"], "no checkpoint at missing.pt"),
 ])
 def test_user_mistakes_are_one_line_errors(flags, message):
