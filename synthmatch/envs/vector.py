@@ -110,11 +110,14 @@ class SynthMatchVectorEnv(VectorEnv):
         t = self.core.step_autoreset(actions)
         obs, info = self.core.observation(), self._info_tensors()
         if self.array_type == "torch":
-            idx, base_info = t.reset_idx, self.core.info()
-            info["final_obs"] = {k: v.index_put((idx,), t.final_obs[k]) if idx.numel() else v
-                                 for k, v in obs.items()}
-            info["final_info"] = {k: v.index_put((idx,), t.final_info[k]) if idx.numel()
-                                  else v for k, v in base_info.items()}
+            idx, keys = t.reset_idx, [k for k in info if not k.startswith("_")]
+            if idx.numel():
+                info["final_obs"] = {k: v.index_put((idx,), t.final_obs[k])
+                                     for k, v in obs.items()}
+                info["final_info"] = {k: info[k].index_put((idx,), t.final_info[k])
+                                      for k in keys}
+            else:
+                info["final_obs"], info["final_info"] = dict(obs), {k: info[k] for k in keys}
             info["_final_obs"] = info["_final_info"] = t.terminated | t.truncated
             return dict(obs), t.reward, t.terminated, t.truncated, info
 

@@ -193,9 +193,12 @@ def test_matcher_can_be_cancelled():
 
 
 def test_the_console_entry_point_is_declared():
+    from importlib.metadata import entry_points
+
     text = (ROOT / "pyproject.toml").read_text()
     assert 'synthmatch = "synthmatch.app.cli:main"' in text
-    assert cli.main is not None
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "synthmatch"]
+    assert script.load() is cli.main  # the installed command runs this function
 
 
 def test_the_report_plays_in_chromium(matched):
