@@ -139,18 +139,24 @@ class Resources:
 
     def __init__(self, args: Args):
         from synthmatch.leaderboard.methods.nearest import Nearest
-        from synthmatch.leaderboard.methods.prior import Prior, PriorCMAES, PriorGradient
-        from synthmatch.leaderboard.methods.rl import RLPolicy
+        from synthmatch.leaderboard.methods.prior import (
+            Prior,
+            PriorCMAES,
+            PriorES,
+            PriorGradient,
+        )
+        from synthmatch.leaderboard.methods.rl import load_rl
 
         wanted = set(args.methods)
         self.loaded: dict[str, list] = {"prior": [], "dataset": [], "rl_checkpoint": []}
-        prior_classes = [c for c in (Prior, PriorCMAES, PriorGradient) if c.name in wanted]
+        prior_classes = [c for c in (Prior, PriorCMAES, PriorGradient, PriorES)
+                         if c.name in wanted]
         for path in args.prior:
             self.loaded["prior"].append([c(path, args.device) for c in prior_classes])
         if "nearest" in wanted:
             self.loaded["dataset"] = [[Nearest(path)] for path in args.dataset]
-        if "rl" in wanted:
-            self.loaded["rl_checkpoint"] = [[RLPolicy(p, args.device)]
+        if wanted & {"rl", "prior+rl"}:
+            self.loaded["rl_checkpoint"] = [[load_rl(p, args.device)]
                                             for p in args.rl_checkpoint]
 
     def methods_for(self, name: str, synth, env_id: str):
@@ -161,7 +167,8 @@ class Resources:
             for m in group:
                 if m.name != name:
                     continue
-                fits = (m.env_id == env_id if name == "rl" else m.matches_synth(synth))
+                fits = (m.env_id == env_id if NEEDS[name] == "rl_checkpoint"
+                        else m.matches_synth(synth))
                 if fits:
                     return m
         return None

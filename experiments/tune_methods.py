@@ -24,7 +24,8 @@ from synthmatch.agents.evaluation import HELD_OUT_SEED
 from synthmatch.envs.registration import env_synth
 from synthmatch.leaderboard.harness import Job, run_chunk
 from synthmatch.leaderboard.methods.gradient import Gradient
-from synthmatch.leaderboard.methods.prior import PriorCMAES, PriorGradient
+from synthmatch.leaderboard.methods.prior import PriorCMAES, PriorES, PriorGradient
+from synthmatch.leaderboard.methods.rl import load_rl
 from synthmatch.leaderboard.methods.search import CMAES
 from synthmatch.leaderboard.suites import Suite
 
@@ -35,6 +36,9 @@ GRIDS = {
                                      for v in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)],
     "prior-gradient-lr": lambda a: [PriorGradient(a.prior, lr=v)
                                     for v in (0.003, 0.01, 0.03)],
+    "prior-es-sigma": lambda a: [PriorES(a.prior, sigma=v)
+                                 for v in (0.002, 0.005, 0.01, 0.02)],
+    "prior-rl": lambda a: [load_rl(p) for p in a.rl_checkpoint],
 }
 
 
@@ -44,7 +48,7 @@ class Args:
 
     grid: str = "gradient-lr"
     """which setting to vary: gradient-lr, cmaes-sigma0, prior-cmaes-sigma0,
-    prior-gradient-lr"""
+    prior-gradient-lr, prior-es-sigma, or prior-rl (each --rl-checkpoint)"""
     env_id: str = "SynthMatch-v0"
     """env whose synth makes the targets and matches them"""
     targets: int = 32
@@ -52,7 +56,9 @@ class Args:
     budgets: tuple[int, ...] = (16, 100)
     """renders per target at which results are read"""
     prior: Path | None = None
-    """prior checkpoint, for the prior-* grids"""
+    """prior checkpoint, for the prior-* grids (prior-rl: each run's own)"""
+    rl_checkpoint: tuple[Path, ...] = ()
+    """refiners to compare (model.zip of train_ppo.py --accept improve), for --grid prior-rl"""
     seed: int = 0
     """seed of the methods' random draws"""
 
@@ -73,7 +79,10 @@ def main(args: Args) -> int:
         print(f"tune_methods.py: error: unknown grid {args.grid!r}; known: {', '.join(GRIDS)}",
               file=sys.stderr)
         return 2
-    if args.grid.startswith("prior") and args.prior is None:
+    if args.grid == "prior-rl" and not args.rl_checkpoint:
+        print("tune_methods.py: error: --rl-checkpoint is needed for this grid", file=sys.stderr)
+        return 2
+    if args.grid.startswith("prior") and args.grid != "prior-rl" and args.prior is None:
         print("tune_methods.py: error: --prior is needed for this grid", file=sys.stderr)
         return 2
     suite, synth = validation_targets(args.env_id, args.targets)

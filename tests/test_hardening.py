@@ -275,6 +275,8 @@ SCRIPT_ERRORS = [
     ("ppo-checkpoint-every-0", "train_ppo.py", ["--checkpoint-every", "0"],
      "--checkpoint-every must be >= 1"),
     ("ppo-warm-start-k-0", "train_ppo.py", ["--warm-start-k", "0"], "--warm-start-k must be"),
+    ("ppo-unknown-accept", "train_ppo.py", ["--accept", "greedy"],
+     "--accept must be one of always, improve"),
     ("ppo-unknown-env", "train_ppo.py", ["--env-id", "Nope-v0"], "unknown env id 'Nope-v0'"),
     ("ppo-foreign-env", "train_ppo.py", ["--env-id", "CartPole-v1"],
      "'CartPole-v1' is not a synthmatch env"),

@@ -29,7 +29,7 @@ from synthmatch.agents.evaluation import HELD_OUT_SEED, evaluate
 from synthmatch.agents.extractor import SpectrogramExtractor
 from synthmatch.agents.media import log_media
 from synthmatch.envs import SB3VecEnv, make_sb3_vec_env
-from synthmatch.envs.core import SynthMatchCore
+from synthmatch.envs.core import ACCEPT_MODES, SynthMatchCore
 from synthmatch.fileio import write_json_atomic
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
@@ -73,6 +73,10 @@ class RunSettings:
     warm_start_k: int = 1
     """with --warm-start: start from the closest of this many prior samples (k renders per
     reset)"""
+    accept: str = "always"
+    """always: every step moves to its new preset; improve: a step is a proposal the env keeps
+    only if it sounds closer (the search view: the policy learns where to propose, its
+    actions are sampled at evaluation, and rewards are never negative)"""
 
 
 def warm_start(core: SynthMatchCore, prior_path: str | None, k: int = 1, seed: int = 0) -> None:
@@ -94,8 +98,11 @@ RESUMABLE = ("total_timesteps", "resume", "device", "checkpoint_every", "media_e
 
 def env_kwargs(run: RunSettings | dict[str, Any]) -> dict[str, Any]:
     """Env arguments the run sets (only those given, so the registry's defaults hold)."""
-    max_step = run.get("max_step") if isinstance(run, dict) else run.max_step
-    return {} if max_step is None else {"max_step": max_step}
+    settings = run if isinstance(run, dict) else asdict(run)
+    out = {} if settings.get("max_step") is None else {"max_step": settings["max_step"]}
+    if settings.get("accept", "always") != "always":  # runs older than the option lack it
+        out["accept"] = settings["accept"]
+    return out
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -128,6 +135,9 @@ def check_settings(run: RunSettings) -> None:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if run.max_step is not None and not 0.0 < run.max_step <= 1.0:
         raise ValueError(f"--max-step must be in (0, 1], got {run.max_step}")
+    if run.accept not in ACCEPT_MODES:
+        raise ValueError(f"--accept must be one of {', '.join(ACCEPT_MODES)}, got "
+                         f"{run.accept!r}")
     env_settings(run.env_id)  # an unknown or foreign id is a clear ValueError
     resolve_device(run.device)
     if run.warm_start is not None and not Path(run.warm_start).is_file():
@@ -419,8 +429,9 @@ def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any]) -> Path:
 
 def evaluate_model(model: BaseAlgorithm, env_id: str, num_targets: int, device: str,
                    seed: int = HELD_OUT_SEED, run: RunSettings | None = None) -> dict[str, Any]:
-    """Deterministic evaluation of ``model`` on ``num_targets`` held-out targets (episodes
-    warm-started as in ``run``, if given)."""
+    """Evaluation of ``model`` on ``num_targets`` held-out targets (episodes warm-started as in
+    ``run``, if given): deterministic actions, or seeded samples for a ``--accept improve``
+    refiner (a deterministic one would repeat a rejected proposal)."""
     import gymnasium as gym
 
     venv = gym.make_vec(env_id, num_envs=num_targets, device=device,
@@ -429,8 +440,11 @@ def evaluate_model(model: BaseAlgorithm, env_id: str, num_targets: int, device: 
     if run is not None:
         warm_start(core, run.warm_start, run.warm_start_k, run.seed)
     steps = gym.spec(env_id).max_episode_steps or 50
-    results = evaluate(core, lambda obs: model.predict(obs, deterministic=True)[0],
-                       max_steps=steps, seed=seed)
+    deterministic = core.accept == "always"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        results = evaluate(core, lambda obs: model.predict(obs, deterministic=deterministic)[0],
+                           max_steps=steps, seed=seed)
     return {"env_id": env_id, "seed": seed, "steps": model.num_timesteps,
             "warm_start": run.warm_start if run is not None else None,
             **env_kwargs(run or RunSettings()), **results.summary()}

@@ -23,6 +23,7 @@ from synthmatch.synths import FrozenSynth, ProbeNote, Synth, make_synth
 
 START_MODES = ("default", "random")
 ACTION_MODES = ("delta", "absolute")
+ACCEPT_MODES = ("always", "improve")
 # Observation log-mel range in dB, mapped linearly onto [-1, 1].
 MEL_FLOOR_DB, MEL_CEIL_DB = -100.0, 20.0
 # Episodes succeed below this distance (see the ``success_threshold`` argument).
@@ -92,6 +93,10 @@ class SynthMatchCore:
         success_bonus: Reward added on success.
         max_episode_steps: Truncate after this many steps; ``None`` leaves it to a wrapper
             (Gymnasium's ``TimeLimit`` for single envs).
+        accept: ``"always"``: every step moves to the rendered parameters. ``"improve"``: a
+            step is a proposal, kept only if it sounds closer to the target than the current
+            parameters (the state is the best preset so far, and rewards are never negative):
+            the search view, where the policy learns where to propose.
         reward_kwargs: Keyword arguments of :class:`PerceptualDistance` (``w_*`` weights...).
     """
 
@@ -112,6 +117,7 @@ class SynthMatchCore:
         success_bonus: float = 1.0,
         max_episode_steps: int | None = None,
         reward_kwargs: Mapping | None = None,
+        accept: str = "always",
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -119,6 +125,8 @@ class SynthMatchCore:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
         if start not in START_MODES:
             raise ValueError(f"start must be one of {START_MODES}, got {start!r}")
+        if accept not in ACCEPT_MODES:
+            raise ValueError(f"accept must be one of {ACCEPT_MODES}, got {accept!r}")
         if not 0.0 < max_step <= 1.0:
             raise ValueError(f"max_step must be in (0, 1], got {max_step}")
         if not (math.isfinite(success_threshold) and success_threshold > 0):
@@ -145,6 +153,7 @@ class SynthMatchCore:
         self.action_mode = action_mode
         self.max_step = float(max_step)
         self.start = start
+        self.accept = accept
         self.success_threshold = float(success_threshold)
         self.success_bonus = float(success_bonus)
         self.max_episode_steps = max_episode_steps
@@ -336,10 +345,16 @@ class SynthMatchCore:
         """
         a = self._check_actions(actions).clamp(-1.0, 1.0)
         if self.action_mode == "delta":
-            self.params = (self.params + self.max_step * a).clamp(0.0, 1.0)
+            params = (self.params + self.max_step * a).clamp(0.0, 1.0)
         else:
-            self.params = (a + 1.0) * 0.5
-        d, self.current_mel = self._evaluate(self.params)
+            params = (a + 1.0) * 0.5
+        d, mel = self._evaluate(params)
+        if self.accept == "improve":
+            keep = d < self.dist
+            params = torch.where(keep[:, None], params, self.params)
+            mel = torch.where(keep[:, None, None], mel, self.current_mel)
+            d = torch.where(keep, d, self.dist)
+        self.params, self.current_mel = params, mel
         reward = self.reward(self.dist, d)
         self.dist = d
         self.best_dist = torch.minimum(self.best_dist, d)

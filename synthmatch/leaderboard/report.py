@@ -45,7 +45,7 @@ _PLAIN: dict[str, tuple[str, bool | None]] = {
 
 # Known methods get fixed colours so a method looks the same in every suite's figure.
 _METHOD_ORDER = ("default", "random", "cmaes", "gradient", "nearest", "prior", "prior+cmaes",
-                 "prior+gradient", "rl")
+                 "prior+gradient", "prior+es", "rl", "prior+rl")
 
 
 def summarize(cells: list[dict], seed: int = 0) -> list[dict]:

@@ -291,6 +291,33 @@ def test_rewards_telescope_to_relative_improvement():
     assert info["best_distance"] <= min(d0, info["distance"])
 
 
+def test_improve_mode_keeps_only_proposals_that_sound_closer():
+    """accept="improve": the state is the best preset so far; each step's render is kept only
+    if its distance is lower, so rewards are never negative and still telescope."""
+    env = gym.make("SynthMatch-v0", start="random", accept="improve", max_step=0.3)
+    obs, info = env.reset(seed=3)
+    d0, total, kept = info["distance"], 0.0, 0
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        before, dist = obs["params"], info["distance"]
+        obs, reward, _, _, info = env.step(rng.uniform(-1, 1, 24).astype(np.float32))
+        assert reward >= 0.0 and info["distance"] <= dist
+        if reward > 0:
+            kept += 1
+            assert info["distance"] < dist and not np.array_equal(obs["params"], before)
+        else:
+            assert info["distance"] == dist
+            np.testing.assert_array_equal(obs["params"], before)
+        total += reward
+    assert 0 < kept < 12  # both branches ran
+    assert total == pytest.approx(1.0 - info["distance"] / d0, abs=1e-4)
+    # The current spectrogram is the kept preset's: a reset to it observes the same one.
+    again = gym.make("SynthMatch-v0", start="random")
+    again_obs, again_info = again.reset(seed=3, options={"start": obs["params"]})
+    np.testing.assert_allclose(again_obs["current_mel"], obs["current_mel"], atol=1e-5)
+    assert again_info["distance"] == pytest.approx(info["distance"], abs=1e-5)
+
+
 def test_rgb_array_render_shows_both_spectrograms():
     env = gym.make("SynthMatch-v0", render_mode="rgb_array")
     env.reset(seed=0)
@@ -305,6 +332,8 @@ def test_bad_constructor_arguments():
         gym.make("SynthMatch-v0", action_mode="relative")
     with pytest.raises(ValueError, match="max_step"):
         gym.make("SynthMatch-v0", max_step=0.0)
+    with pytest.raises(ValueError, match="accept"):
+        gym.make("SynthMatch-v0", accept="greedy")
     with pytest.raises(ValueError, match="render_mode"):
         SynthMatchEnv(render_mode="human")
     with pytest.raises(KeyError, match="unknown parameter"):

@@ -79,7 +79,7 @@ def make(name: str, prior_path=None, dataset_path=None):
 
 
 SEARCH = ["default", "random", "cmaes", "gradient", "nearest", "prior", "prior+cmaes",
-          "prior+gradient"]
+          "prior+gradient", "prior+es"]
 
 
 @pytest.mark.parametrize("name", SEARCH)
@@ -187,6 +187,55 @@ def test_rl_counts_its_episode_and_stops_at_the_budget(synth, suite, prior_path,
     first = meter.history_params[:, :3]
     best = first[torch.arange(3), meter.history_distance[:, :3].argmin(1)]
     assert torch.equal(meter.history_params[:, 3], best)
+
+
+@pytest.mark.slow
+def test_prior_rl_refines_the_best_of_k_until_the_budget(synth, suite, prior_path, tmp_path):
+    from synthmatch.leaderboard.methods.rl import PriorRL, RLPolicy, load_rl
+    from tests.agents.test_training import run_script
+
+    logs = tmp_path / "runs"
+    run_script("train_ppo.py", "--env-id", ENV, "--total-timesteps", "64", "--n-steps", "16",
+               "--batch-size", "32", "--n-epochs", "1", "--num-envs", "4",
+               "--eval-targets", "2", "--log-dir", str(logs), "--run-name", "refine",
+               "--warm-start", str(prior_path), "--warm-start-k", "3", "--accept", "improve")
+    checkpoint = logs / "refine" / "model.zip"
+    method = load_rl(checkpoint)
+    assert isinstance(method, PriorRL) and method.name == "prior+rl"
+    assert (method.min_budget, method.max_budget) == (5, None)
+    with pytest.raises(ValueError, match="prior\\+rl"):
+        RLPolicy(checkpoint)
+    meter = run(method, synth, suite, 30)
+    assert meter.used.tolist() == [30, 30, 30]  # anytime: it spends the whole budget
+    again = run(load_rl(checkpoint), synth, suite, 30)
+    assert torch.equal(meter.history_params, again.history_params)  # seeded proposals
+    small = run(load_rl(checkpoint), synth, suite, 12)
+    assert torch.equal(small.history_params[:, :12], meter.history_params[:, :12])
+    # After the 3 samples and the start render, each proposal moves from the best so far:
+    # the preset the env holds is always the best one rendered.
+    d = meter.history_distance
+    best = torch.cummin(d, 1).values
+    assert (best[:, -1] <= d[:, 3]).all() and (best[:, -1] < d[:, 3]).any()
+
+
+def test_prior_es_proposes_around_the_best_so_far(synth, suite, prior_path):
+    """Replays the (1+1)-ES from the meter's history: each proposal is the best preset so far
+    plus the seeded Gaussian step, so a rejected proposal is never built on."""
+    sigma = 0.05
+    meter = run(METHODS["prior+es"](prior_path, sigma=sigma), synth, suite, 40)
+    d, params = meter.history_distance, meter.history_params
+    best = d[:, :16].min(1).values
+    x = params[torch.arange(3), d[:, :16].argmin(1)]
+    gen = MatchTask(synth, meter, 0).generator(1)
+    kept = 0
+    for t in range(16, 40):
+        proposal = (x + sigma * torch.randn(x.shape, generator=gen)).clamp(0.0, 1.0)
+        torch.testing.assert_close(params[:, t], proposal)
+        keep = d[:, t] < best
+        kept += int(keep.sum())
+        x = torch.where(keep[:, None], proposal, x)
+        best = torch.minimum(best, d[:, t])
+    assert 0 < kept < 3 * 24  # both branches ran
 
 
 def test_files_are_matched_to_the_synth_they_were_made_for(synth, prior_path, dataset_path):

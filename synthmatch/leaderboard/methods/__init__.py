@@ -5,16 +5,17 @@ from __future__ import annotations
 from synthmatch.leaderboard.methods.base import MatchTask, Method
 from synthmatch.leaderboard.methods.gradient import Gradient
 from synthmatch.leaderboard.methods.nearest import Nearest
-from synthmatch.leaderboard.methods.prior import Prior, PriorCMAES, PriorGradient
-from synthmatch.leaderboard.methods.rl import RLPolicy
+from synthmatch.leaderboard.methods.prior import Prior, PriorCMAES, PriorES, PriorGradient
+from synthmatch.leaderboard.methods.rl import PriorRL, RLPolicy
 from synthmatch.leaderboard.methods.search import CMAES, DefaultPreset, RandomSearch
 
 # name -> class, in the order tables list them.
 METHODS: dict[str, type[Method]] = {m.name: m for m in (
     DefaultPreset, RandomSearch, CMAES, Gradient, Nearest, Prior, PriorCMAES, PriorGradient,
-    RLPolicy)}
+    PriorES, RLPolicy, PriorRL)}
 # What each method needs besides the synth.
 NEEDS = {"nearest": "dataset", "prior": "prior", "prior+cmaes": "prior",
-         "prior+gradient": "prior", "rl": "rl_checkpoint"}
+         "prior+gradient": "prior", "prior+es": "prior", "rl": "rl_checkpoint",
+         "prior+rl": "rl_checkpoint"}
 
 __all__ = ["METHODS", "NEEDS", "MatchTask", "Method"]

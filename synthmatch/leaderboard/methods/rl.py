@@ -2,6 +2,12 @@
 per target, through the env's own batched core, so the policy sees exactly what it was trained
 on. The core's synth is a view of the render meter: the episode's first render and every step
 count, and a warm-started run's prior samples count too.
+
+Two methods: ``rl`` runs a policy trained with ``--accept always`` for one deterministic
+episode; ``prior+rl`` runs a refiner trained with ``--warm-start ... --accept improve`` (every
+step a proposal the env keeps only if it sounds closer) from the prior's best of K, sampling
+its actions, until the budget is spent. :func:`load_rl` picks the one a checkpoint was
+trained for.
 """
 
 from __future__ import annotations
@@ -58,23 +64,30 @@ class RLPolicy(Method):
         warm = self.config.get("warm_start")
         self.prior = Prior(warm, device) if warm else None
         self.k = int(self.config.get("warm_start_k", 1)) if warm else 0
+        self.accept = self.config.get("accept", "always")
         self.episode_steps = 50
         self.min_budget = self.k + 2
         self.max_budget = self.k + 1 + self.episode_steps
+        self.check_mode()
+
+    def check_mode(self) -> None:
+        if self.accept != "always":
+            raise ValueError(f"{self.checkpoint} was trained with --accept {self.accept}: it is "
+                             "the prior+rl method's refiner, not an rl policy")
 
     def settings(self) -> dict[str, Any]:
         return {"checkpoint": str(self.checkpoint), "algo": self.config["algo"],
                 "env_id": self.env_id, "warm_start": self.config.get("warm_start"),
                 "warm_start_k": self.k, "max_step": self.config.get("max_step"),
-                "timesteps": int(self.model.num_timesteps)}
+                "accept": self.accept, "timesteps": int(self.model.num_timesteps)}
 
     def run(self, task: MatchTask) -> Tensor:
+        from synthmatch.agents.training import env_kwargs
         from synthmatch.envs.core import SynthMatchCore
 
         meter, b = task.meter, task.num_targets
-        max_step = self.config.get("max_step")
         core = SynthMatchCore(b, MeteredSynth(meter), device=meter.device,
-                              **({"max_step": max_step} if max_step else {}))
+                              **env_kwargs(self.config))
         start: Any = "default"
         if self.prior is not None:
             start = self.prior.best_of(task, self.k)[0][:, 0]
@@ -82,13 +95,52 @@ class RLPolicy(Method):
         core.reset_envs(torch.arange(b), options={
             "target_audio": list(audio), "target_sample_rate": task.synth.sample_rate,
             "start": start})
-        done = np.zeros(b, dtype=bool)
+        self.episode(core, task)
+        return best_so_far(meter)
+
+    def episode(self, core, task: MatchTask) -> None:
+        """One deterministic episode; an env that succeeds keeps still from then on."""
+        done = np.zeros(task.num_targets, dtype=bool)
         for _ in range(self.episode_steps):
-            if int(meter.remaining().min()) == 0 or done.all():
+            if int(task.meter.remaining().min()) == 0 or done.all():
                 break
-            obs = {k: v.cpu().numpy() for k, v in core.observation().items()}
-            actions = np.asarray(self.model.predict(obs, deterministic=True)[0],
-                                 dtype=np.float32)
+            actions = self.act(core, deterministic=True)
             actions[done] = 0.0  # a finished episode keeps still (its renders still count)
             done |= core.step(torch.as_tensor(actions)).terminated.cpu().numpy()
-        return best_so_far(meter)
+
+    def act(self, core, deterministic: bool) -> np.ndarray:
+        obs = {k: v.cpu().numpy() for k, v in core.observation().items()}
+        return np.asarray(self.model.predict(obs, deterministic=deterministic)[0],
+                          dtype=np.float32)
+
+
+class PriorRL(RLPolicy):
+    """The prior's best of K, then a refiner trained with ``--accept improve``: its sampled
+    proposals, each kept only if closer, until the budget is spent (anytime, like CMA-ES).
+
+    Actions are sampled (a deterministic policy would repeat a rejected proposal forever), from
+    torch's generator seeded by the task, restored afterwards.
+    """
+
+    name = "prior+rl"
+
+    def check_mode(self) -> None:
+        if self.accept != "improve" or self.prior is None:
+            raise ValueError(f"{self.checkpoint}: prior+rl needs a refiner trained with "
+                             "--warm-start and --accept improve; use it as an rl policy")
+        self.max_budget = None
+
+    def episode(self, core, task: MatchTask) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(task.seed * 1_000_003 + 2)
+            while int(task.meter.remaining().min()) > 0:
+                core.step(torch.as_tensor(self.act(core, deterministic=False)))
+
+
+def load_rl(checkpoint: str | Path, device: str = "cpu") -> RLPolicy:
+    """The method a checkpoint was trained for: :class:`PriorRL` (``--accept improve``) or
+    :class:`RLPolicy`."""
+    from synthmatch.agents.training import read_config, run_dir_of
+
+    accept = read_config(run_dir_of(checkpoint)).get("accept", "always")
+    return (PriorRL if accept == "improve" else RLPolicy)(checkpoint, device)
