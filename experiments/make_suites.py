@@ -17,7 +17,6 @@ An existing suite is never overwritten; the script says so and moves on. Exit st
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -26,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import tyro
-from tqdm.auto import tqdm
 
 import synthmatch
+from synthmatch.data.real_sounds import PLUGIN_DIR, draw_sounds, instrument_synth
 from synthmatch.envs.registration import env_synth
 from synthmatch.leaderboard.suites import SEED_BASES, SUITE_ROOT, SuiteError, write_suite
-from synthmatch.synths import ProbeNote, make_synth
+from synthmatch.synths import ProbeNote
 
 VERSION = "bench-v1"
 # suite -> (env id, number of targets)
@@ -50,8 +49,7 @@ class Args:
     suites: tuple[str, ...] = (*IN_DOMAIN, *CROSS)
     """suites to make (in-domain: quick, subtractive-id, fm-id, torchsynth-id; cross-synth:
     cross-vst3, cross-vital)"""
-    plugin_dir: Path = Path(os.environ.get("SYNTHMATCH_PLUGIN_DIR",
-                                           Path.home() / ".cache/synthmatch/plugins"))
+    plugin_dir: Path = PLUGIN_DIR
     """where scripts/build_test_plugins.sh put Nekobi.vst3 and Kars.vst3"""
     min_peak_db: float = -40.0
     """skip draws whose peak is below this (dBFS): nothing to match"""
@@ -59,34 +57,11 @@ class Args:
     """suite directory root (the package's own by default)"""
 
 
-def draw_targets(synth, first_seed: int, count: int, min_peak_db: float, desc: str):
-    """Render random presets seed by seed until ``count`` are loud enough and unclipped.
-
-    Returns audio ``(count, T)``, params ``(count, P)`` and the seeds used.
-    """
-    clips, params, seeds = [], [], []
-    seed = first_seed
-    with tqdm(total=count, desc=desc) as bar:
-        while len(clips) < count:
-            u = synth.params.sample(1, torch.Generator().manual_seed(seed))
-            audio = synth.render(u)[0].cpu().numpy()
-            peak_db = 20 * np.log10(max(float(np.abs(audio).max()), 1e-12))
-            if min_peak_db <= peak_db <= 0.0:
-                clips.append(audio)
-                params.append(u[0].numpy())
-                seeds.append(seed)
-                bar.update()
-            seed += 1
-            if seed - first_seed > 20 * count:
-                raise RuntimeError(f"{desc}: too many silent or clipped draws")
-    return np.stack(clips), np.stack(params), seeds
-
-
 def make_in_domain(name: str, args: Args, command: str) -> Path:
     env_id, count = IN_DOMAIN[name]
     synth = env_synth(env_id)
     base = SEED_BASES[name]
-    audio, params, seeds = draw_targets(synth, base, count, args.min_peak_db, name)
+    audio, params, seeds = draw_sounds(synth, base, count, args.min_peak_db, name)
     return write_suite(
         f"{VERSION}/{name}", audio, sample_rate=synth.sample_rate, probe=synth.probe.to_dict(),
         description=f"{count} random presets of {env_id} ({synth.num_params} parameters, "
@@ -98,22 +73,13 @@ def make_in_domain(name: str, args: Args, command: str) -> Path:
         root=args.root)
 
 
-def cross_synth(instrument: str, args: Args):
-    if instrument == "vital":
-        return make_synth("vital", probe=ProbeNote())
-    path = args.plugin_dir / f"{instrument}.vst3"
-    if not path.exists():
-        raise SuiteError(f"{path} is missing; build it with scripts/build_test_plugins.sh")
-    return make_synth("vst3", plugin_path=path, probe=ProbeNote())
-
-
 def make_cross(name: str, args: Args, command: str) -> Path:
     clips, info = [], []
     probe = ProbeNote()
     for instrument, count in CROSS[name]:
-        synth = cross_synth(instrument, args)
+        synth = instrument_synth(instrument, args.plugin_dir)
         base = CROSS_SEED_BASE[instrument]
-        audio, _, seeds = draw_targets(synth, base, count, args.min_peak_db,
+        audio, _, seeds = draw_sounds(synth, base, count, args.min_peak_db,
                                        f"{name}/{instrument}")
         clips.append(audio)
         info += [{"seed": s, "source": instrument,
@@ -151,7 +117,7 @@ def main(args: Args) -> int:
         try:
             make = make_in_domain if name in IN_DOMAIN else make_cross
             print(f"wrote {make(name, args, command)}")
-        except (SuiteError, ImportError) as err:
+        except (SuiteError, ImportError, FileNotFoundError) as err:
             print(f"make_suites.py: error: {err}", file=sys.stderr)
             return 2
     return 0

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import tyro
 
-from synthmatch.agents.evaluation import HELD_OUT_SEED
+from synthmatch.agents.evaluation import HELD_OUT_SEED, held_out_presets
 from synthmatch.envs.registration import env_synth
 from synthmatch.leaderboard.harness import Job, run_chunk
 from synthmatch.leaderboard.methods.gradient import Gradient
@@ -65,8 +65,7 @@ class Args:
 
 def validation_targets(env_id: str, n: int) -> tuple[Suite, object]:
     synth = env_synth(env_id)
-    u = torch.cat([synth.params.sample(1, torch.Generator().manual_seed(HELD_OUT_SEED + i))
-                   for i in range(n)])
+    u = held_out_presets(synth, n)
     with torch.no_grad():
         audio = synth.render(u)
     suite = Suite("validation", audio, [f"v{i:03d}" for i in range(n)], synth.sample_rate,

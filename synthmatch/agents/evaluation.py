@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from synthmatch.envs.core import SynthMatchCore
 
@@ -40,6 +41,13 @@ class EpisodeResults:
             "mean_param_mae": float(np.mean(self.param_mae)),
             "mean_renders": float(np.mean(self.renders)),
         }
+
+
+def held_out_presets(synth, n: int, seed: int = HELD_OUT_SEED) -> Tensor:
+    """``(n, P)`` random presets of ``synth``, preset ``i`` drawn from seed ``seed + i``: the
+    validation targets that evaluation and tuning use (never a benchmark suite's seeds)."""
+    return torch.cat([synth.params.sample(1, torch.Generator().manual_seed(seed + i))
+                      for i in range(n)])
 
 
 def evaluate(core: SynthMatchCore, policy: Policy, *, max_steps: int = 50,

@@ -125,7 +125,8 @@ def test_ctrl_c_saves_a_prior_checkpoint(dataset, tmp_path):
 
 
 def test_prior_scripts_have_help_and_fail_clearly(tmp_path):
-    for name in ("train_prior.py", "prior_results.py", "export_prior.py"):
+    for name in ("train_prior.py", "prior_results.py", "export_prior.py", "finetune_prior.py",
+                 "make_sound_pool.py"):
         assert "usage" in run_script(name, "--help").stdout
     missing = subprocess.run([sys.executable, str(ROOT / "experiments/train_prior.py"),
                               "--resume", str(tmp_path / "nope.pt")],
@@ -136,3 +137,46 @@ def test_prior_scripts_have_help_and_fail_clearly(tmp_path):
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert no_data.returncode != 0 and "make a dataset" in no_data.stderr
     assert "Traceback" not in no_data.stderr
+
+
+@pytest.mark.slow
+def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, tmp_path):
+    """The prior is fine-tuned on a pool of another synth's sounds by reward alone: the run
+    validates before and after every round, its archive of best presets only gets closer, and
+    the result loads as a prior with weights that moved."""
+    pytest.importorskip("soundfile")
+    from synthmatch.agents.prior import FlowPrior
+    from synthmatch.leaderboard.suites import write_suite
+    from synthmatch.synths import make_synth
+
+    fm = make_synth("fm")
+    pools = {}
+    for split, seed in (("train", 1), ("val", 2)):
+        with torch.no_grad():
+            audio = fm.render(fm.params.sample(6, torch.Generator().manual_seed(seed)))
+        pools[split] = write_suite(split, (0.5 * audio).numpy(), sample_rate=fm.sample_rate,
+                                   probe=fm.probe.to_dict(), description="test", made_by="tests",
+                                   root=tmp_path / "pool")
+    prior_path = trained[0] / "prior.pt"
+    logs = tmp_path / "runs"
+    run_script("finetune_prior.py", "--prior", str(prior_path), "--pool", str(pools["train"]),
+               "--val-pool", str(pools["val"]), "--data", str(dataset), "--rounds", "2",
+               "--k", "3", "--steps-per-round", "4", "--batch-size", "8", "--val-k", "2",
+               "--in-domain-targets", "3", "--log-dir", str(logs), "--run-name", "ft")
+    history = json.loads((logs / "ft" / "history.json").read_text())
+    assert [h["round"] for h in history] == [0, 1, 2]
+    assert all(h["val/val_pool_best_of_2"] > 0 and h["val/in_domain_best_of_2"] > 0
+               for h in history)
+    assert history[2]["pool/archive"] <= history[1]["pool/archive"]
+    assert history[1]["pool/archive"] <= history[1]["pool/sampled_best_of_k"] + 1e-6
+    tuned, start = FlowPrior.load(logs / "ft" / "prior.pt"), FlowPrior.load(prior_path)
+    moved = [not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(),
+                                                  start.state_dict().values(), strict=True)]
+    assert any(moved)
+    ckpt = torch.load(logs / "ft" / "prior.pt", weights_only=True)
+    assert ckpt["finetuned"]["from"] == str(prior_path) and ckpt["finetuned"]["rounds"] == 2
+    no_pool = subprocess.run([sys.executable, str(ROOT / "experiments/finetune_prior.py"),
+                              "--prior", str(prior_path), "--pool", str(tmp_path / "nowhere")],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert no_pool.returncode == 2 and "make_sound_pool.py" in no_pool.stderr
+    assert "Traceback" not in no_pool.stderr

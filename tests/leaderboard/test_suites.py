@@ -106,3 +106,34 @@ def test_make_suites_leaves_published_suites_alone_and_refuses_unknown_ones():
     assert load_suite("bench-v1/quick").manifest["seed_range"] == [23_000_000, 23_000_005]
     bad = run_script("make_suites.py", "--suites", "nope")
     assert bad.returncode == 2 and "unknown suite(s) ['nope']" in bad.stderr
+
+
+def test_draw_sounds_remakes_a_published_suite():
+    from synthmatch.data.real_sounds import draw_sounds
+
+    suite = load_suite("bench-v1/quick")
+    audio, params, seeds = draw_sounds(env_synth("SynthMatch-v0"), 23_000_000, len(suite),
+                                       -40.0, "quick", progress=False)
+    assert seeds == [t["seed"] for t in suite.manifest["targets"]]
+    torch.testing.assert_close(torch.from_numpy(params), suite.params)
+    assert np.abs(audio - suite.audio.numpy()).max() < 2.0 / 32768  # 16-bit FLAC
+
+
+def test_pool_seeds_are_disjoint_from_every_suite():
+    from synthmatch.data.real_sounds import (
+        INSTRUMENT_SEED_STRIDE,
+        INSTRUMENTS,
+        POOL_SEED_BASES,
+        pool_seed,
+    )
+
+    suite_seeds = [t["seed"] for name in available_suites()
+                   for t in load_suite(name).manifest["targets"] if "seed" in t]
+    assert len(suite_seeds) > 400
+    starts = sorted(POOL_SEED_BASES.values())
+    assert max(suite_seeds) < starts[0] and HELD_OUT_SEED + 100_000 < starts[0]
+    # Instruments of one split cannot run into the next split's range.
+    assert len(INSTRUMENTS) * INSTRUMENT_SEED_STRIDE <= starts[1] - starts[0]
+    assert pool_seed("val", "vital") == POOL_SEED_BASES["val"] + 2 * INSTRUMENT_SEED_STRIDE
+    with pytest.raises(ValueError, match="unknown pool split"):
+        pool_seed("test", "Kars")

@@ -1,0 +1,91 @@
+"""Make a pool of real-instrument sounds to learn from: random presets of Nekobi and Kars
+(VST3) and Vital, from seeds no benchmark suite uses (``synthmatch.data.real_sounds``).
+
+The pool is written like a suite (16-bit FLAC and a manifest with every seed), so
+``finetune_prior.py`` and ``leaderboard.py --suites <dir>`` both read it. Make a training
+split and a validation split; tune on the validation split, never on bench-v1.
+
+    python experiments/make_sound_pool.py --help
+    bash scripts/build_test_plugins.sh           # Nekobi and Kars
+    python experiments/make_sound_pool.py --split train --count 256 --out data/pool
+    python experiments/make_sound_pool.py --split val --count 32 --out data/pool
+
+Exit status: 0 done, 2 bad arguments, a missing instrument or an existing pool.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import synthmatch
+from synthmatch.cli import run
+from synthmatch.data.real_sounds import (
+    INSTRUMENTS,
+    PLUGIN_DIR,
+    draw_sounds,
+    instrument_synth,
+    pool_seed,
+)
+from synthmatch.leaderboard.suites import write_suite
+from synthmatch.synths import ProbeNote
+
+
+@dataclass
+class Args:
+    """Write <out>/<split>/ (FLAC files and manifest.json) of real-instrument sounds."""
+
+    split: str = "train"
+    """train or val (each has its own seed range)"""
+    count: int = 256
+    """sounds per instrument"""
+    instruments: tuple[str, ...] = INSTRUMENTS
+    """instruments to play: Nekobi, Kars, vital"""
+    out: Path = Path("data/pool")
+    """parent directory of the splits"""
+    plugin_dir: Path = PLUGIN_DIR
+    """where scripts/build_test_plugins.sh put Nekobi.vst3 and Kars.vst3"""
+    min_peak_db: float = -40.0
+    """skip draws whose peak is below this (dBFS)"""
+
+
+def main(args: Args) -> None:
+    if args.count < 1:
+        raise ValueError(f"--count must be >= 1, got {args.count}")
+    unknown = [i for i in args.instruments if i not in INSTRUMENTS]
+    if unknown:
+        raise ValueError(f"unknown instrument(s) {unknown}; known: {', '.join(INSTRUMENTS)}")
+    firsts = {i: pool_seed(args.split, i) for i in args.instruments}
+    if (args.out / args.split).exists():
+        raise ValueError(f"{args.out / args.split} exists; a pool is never overwritten")
+    clips, info = [], []
+    for instrument in args.instruments:
+        synth = instrument_synth(instrument, args.plugin_dir)
+        try:
+            audio, _, seeds = draw_sounds(synth, firsts[instrument], args.count,
+                                          args.min_peak_db, f"{args.split}/{instrument}")
+        finally:
+            synth.close()
+        clips.append(audio)
+        info += [{"seed": s, "source": instrument} for s in seeds]
+    probe = ProbeNote()
+    path = write_suite(
+        args.split, np.concatenate(clips), sample_rate=probe.sample_rate,
+        probe=probe.to_dict(),
+        description=f"pool of real-instrument sounds ({args.count} each of "
+                    f"{', '.join(args.instruments)}), seeds from "
+                    f"{min(firsts.values()):,}; no true parameters",
+        made_by="python experiments/make_sound_pool.py " + shlex.join(sys.argv[1:]),
+        target_info=info,
+        extra={"pool_split": args.split, "first_seeds": firsts,
+               "min_peak_db": args.min_peak_db, "synthmatch_version": synthmatch.__version__},
+        root=args.out)
+    print(f"wrote {path} ({len(info)} sounds)")
+
+
+if __name__ == "__main__":
+    run(main, Args, "make_sound_pool.py")

@@ -1,0 +1,244 @@
+"""Fine-tuning a prior from a reward alone, on sounds that have no parameters
+(``experiments/finetune_prior.py`` is the command line over :func:`finetune_prior`).
+
+The prior is the policy of a one-step bandit: given a sound, its action is a preset, and the
+reward is how close that preset's render sounds (the env's perceptual distance). No true
+parameters are needed, so the sounds can come from any instrument. Each round:
+
+1. samples ``k`` presets per pool sound from the current prior, renders and scores them;
+2. keeps each sound's closest preset found in any round so far (an archive that can only get
+   closer);
+3. trains the flow-matching loss on (sound, archived preset) pairs, mixed with the synthetic
+   dataset's (sound, true preset) pairs so the in-domain skill is rehearsed.
+
+This is reward-filtered policy improvement (expert iteration; reward-weighted regression in
+its best-of-K limit): the policy is moved towards the actions its own reward ranked best, and
+the next round samples from the improved policy. Before the first round and after every round
+the prior is measured as the leaderboard's ``prior`` method would be, the best of ``val_k``
+samples, on a validation pool and on held-out synthetic targets.
+
+A run lives in ``<log_dir>/<run_name>/``: ``config.json``, TensorBoard events, ``history.json``
+(the validation figures per round) and ``prior.pt`` (loads like any prior; its ``finetuned``
+entry records how it was made).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from synthmatch.agents.evaluation import held_out_presets
+from synthmatch.agents.matching import OneShotMatcher, prior_synth
+from synthmatch.agents.prior import FlowPrior
+from synthmatch.agents.prior_training import save_checkpoint
+from synthmatch.devices import resolve_device
+from synthmatch.fileio import write_json_atomic
+
+# Sounds sampled and rendered together (k renders each).
+SAMPLE_CHUNK = 32
+
+
+@dataclass
+class FinetuneSettings:
+    """Settings of a fine-tuning run (tyro turns the field docstrings into ``--help``)."""
+
+    prior: str = "runs/prior/subtractive/prior.pt"
+    """the prior to start from (prior.pt of train_prior.py)"""
+    pool: str = "data/pool/train"
+    """sounds to learn from: a suite directory (experiments/make_sound_pool.py)"""
+    val_pool: str | None = "data/pool/val"
+    """sounds to validate on after each round: a suite directory disjoint from --pool"""
+    data: str | None = "data/subtractive"
+    """synthetic dataset of the prior's synth (make_dataset.py) rehearsed in every batch; none:
+    the pool alone"""
+    rounds: int = 6
+    """sample-score-train rounds"""
+    k: int = 32
+    """presets sampled per pool sound per round (k renders each)"""
+    steps_per_round: int = 250
+    """gradient steps per round"""
+    batch_size: int = 256
+    """pairs per gradient step"""
+    synthetic_fraction: float = 0.5
+    """share of each batch drawn from --data"""
+    learning_rate: float = 1e-4
+    """AdamW learning rate (constant)"""
+    val_k: int = 16
+    """samples per sound at validation (the leaderboard's prior at that many renders)"""
+    in_domain_targets: int = 64
+    """held-out synthetic targets (seeds 1,000,000...) checked after each round"""
+    seed: int = 0
+    """seed of sampling, batches and noise"""
+    device: str = "cpu"
+    """cpu or cuda"""
+    log_dir: str = "runs/finetune"
+    """parent directory of the runs"""
+    run_name: str | None = None
+    """run directory name (default: pool name, seed and time)"""
+
+
+def check_settings(s: FinetuneSettings) -> None:
+    """Refuse settings that cannot make a sensible run, before anything is written.
+
+    Raises:
+        ValueError: a non-positive count or a fraction outside ``[0, 1)``.
+        FileNotFoundError: a prior, pool or dataset that is not there.
+    """
+    for flag in ("rounds", "k", "steps_per_round", "batch_size", "val_k", "in_domain_targets"):
+        if getattr(s, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(s, flag)}")
+    if not 0.0 <= s.synthetic_fraction < 1.0:
+        raise ValueError(f"--synthetic-fraction must be in [0, 1), got {s.synthetic_fraction}")
+    if s.synthetic_fraction > 0 and s.data is None:
+        raise ValueError("--synthetic-fraction above 0 needs --data")
+    if not s.learning_rate > 0:
+        raise ValueError(f"--learning-rate must be positive, got {s.learning_rate}")
+    if not Path(s.prior).is_file():
+        raise FileNotFoundError(f"--prior: no prior checkpoint at {s.prior}")
+    if s.data is not None and not Path(s.data).is_dir():
+        raise FileNotFoundError(f"--data: no dataset directory at {s.data}")
+    resolve_device(s.device)
+
+
+class BestOfK:
+    """The median distance of the best of ``k`` prior samples per sound (fixed noise)."""
+
+    def __init__(self, synth, audio: Tensor, k: int, seed: int):
+        self.synth, self.audio, self.k, self.seed = synth, audio, k, seed
+
+    def __call__(self, prior: FlowPrior) -> float:
+        matcher = OneShotMatcher(prior, self.synth, k=self.k, device=prior.device,
+                                 seed=self.seed)
+        d = torch.cat([matcher.match(self.audio[i:i + SAMPLE_CHUNK]).distance
+                       for i in range(0, self.audio.shape[0], SAMPLE_CHUNK)])
+        return float(d.median())
+
+
+def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
+                   val_audio: Tensor | None = None, progress: bool = True) -> Path:
+    """Fine-tune ``settings.prior`` on ``pool_audio`` ``(N, T)`` (the prior's rate and length)
+    by reward alone; returns the run directory.
+
+    Args:
+        settings: The run's settings.
+        pool_audio: Sounds to learn from.
+        val_audio: Sounds to validate on (disjoint from the pool), or ``None``.
+        progress: Show a progress bar.
+    """
+    from synthmatch.data import open_dataset
+
+    check_settings(settings)
+    device = resolve_device(settings.device)
+    prior = FlowPrior.load(settings.prior, device)
+    synth = prior_synth(prior, device)
+    if tuple(synth.params.names) != prior.param_names:
+        raise ValueError("the prior's synth does not take all of its parameters")
+    length = prior.config.num_samples
+    for name, audio in (("pool", pool_audio), ("validation pool", val_audio)):
+        if audio is not None and (audio.ndim != 2 or audio.shape[1] != length):
+            raise ValueError(f"{name} sounds must have shape (N, {length}) at the prior's "
+                             f"{prior.config.sample_rate} Hz, got {tuple(audio.shape)}")
+    synthetic = None
+    if settings.data is not None and settings.synthetic_fraction > 0:
+        ds = open_dataset(settings.data)
+        if ds.config.synth != prior.config.data.get("synth"):
+            raise ValueError(f"--data renders {ds.config.synth}, the prior "
+                             f"{prior.config.data.get('synth')}")
+        train = ds.load("train", ("params", "mel"))
+        synthetic = (torch.from_numpy(train["params"]).to(device),
+                     torch.from_numpy(train["mel"]).to(device))
+
+    name = settings.run_name or f"finetune__{settings.seed}__{int(time.time())}"
+    run_dir = Path(settings.log_dir) / name
+    if (run_dir / "config.json").exists():
+        raise ValueError(f"{run_dir} already holds a run; pick another --run-name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "config.json", {"settings": asdict(settings),
+                                                "pool_sounds": int(pool_audio.shape[0])})
+    writer = SummaryWriter(str(run_dir))
+
+    torch.manual_seed(settings.seed)
+    pool_audio = pool_audio.to(device)
+    with torch.no_grad():
+        pool_mel = torch.cat([prior.mel(pool_audio[i:i + 256])
+                              for i in range(0, pool_audio.shape[0], 256)])
+    in_domain_u = held_out_presets(synth, settings.in_domain_targets)
+    with torch.no_grad():
+        in_domain_audio = synth.render(in_domain_u.to(device))
+    checks = {"in_domain": BestOfK(synth, in_domain_audio, settings.val_k, 1)}
+    if val_audio is not None:
+        checks["val_pool"] = BestOfK(synth, val_audio.to(device), settings.val_k, 1)
+
+    archive = torch.zeros(pool_audio.shape[0], prior.config.num_params, device=device)
+    archive_d = torch.full((pool_audio.shape[0],), float("inf"), device=device)
+    optimizer = torch.optim.AdamW(prior.parameters(), lr=settings.learning_rate)
+    batch_gen = torch.Generator().manual_seed(settings.seed)
+    noise_gen = torch.Generator(device).manual_seed(settings.seed + 1)
+    history: list[dict[str, Any]] = []
+
+    def validate(round_: int, extra: dict[str, float]) -> None:
+        prior.eval()
+        values = {f"val/{key}_best_of_{settings.val_k}": check(prior)
+                  for key, check in checks.items()}
+        values.update(extra)
+        for key, value in values.items():
+            writer.add_scalar(key, value, round_)
+        history.append({"round": round_, **values})
+        write_json_atomic(run_dir / "history.json", history)
+        tqdm.write(f"round {round_}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+
+    validate(0, {})
+    n_syn = round(settings.batch_size * settings.synthetic_fraction) if synthetic else 0
+    n_pool = settings.batch_size - n_syn
+    bar = tqdm(total=settings.rounds, desc="fine-tune", unit="round",
+               disable=None if progress else True)
+    for round_ in range(1, settings.rounds + 1):
+        # 1-2. Sample, render, score; keep each sound's closest preset so far.
+        prior.eval()
+        matcher = OneShotMatcher(prior, synth, k=settings.k, device=device,
+                                 seed=settings.seed * 1_000_003 + round_)
+        sampled = []
+        for i in range(0, pool_audio.shape[0], SAMPLE_CHUNK):
+            result = matcher.match(pool_audio[i:i + SAMPLE_CHUNK])
+            rows = slice(i, i + result.params.shape[0])
+            better = result.distance < archive_d[rows]
+            archive[rows] = torch.where(better[:, None], result.params, archive[rows])
+            archive_d[rows] = torch.minimum(result.distance, archive_d[rows])
+            sampled.append(result.distance)
+        # 3. Train on (sound, archived preset) pairs, with synthetic pairs rehearsed.
+        prior.train()
+        losses = []
+        for _ in range(settings.steps_per_round):
+            i = torch.randint(pool_audio.shape[0], (n_pool,), generator=batch_gen).to(device)
+            params, mel = archive[i], pool_mel[i]
+            if n_syn:
+                j = torch.randint(synthetic[0].shape[0], (n_syn,), generator=batch_gen)
+                j = j.to(device)
+                params = torch.cat([params, synthetic[0][j]])
+                mel = torch.cat([mel, synthetic[1][j].float()])
+            loss = prior.loss(params, mel, noise_gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+        validate(round_, {"pool/sampled_best_of_k": float(torch.cat(sampled).median()),
+                          "pool/archive": float(archive_d.median()),
+                          "loss/train": float(np.mean(losses))})
+        bar.update()
+    bar.close()
+    prior.eval()
+    save_checkpoint(prior.checkpoint(finetuned={"from": str(settings.prior),
+                                                **asdict(settings)}),
+                    run_dir / "prior.pt")
+    writer.close()
+    print(f"Fine-tuned prior: {run_dir / 'prior.pt'}   History: {run_dir / 'history.json'}")
+    return run_dir
