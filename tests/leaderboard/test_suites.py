@@ -131,7 +131,7 @@ def test_pool_seeds_are_disjoint_from_every_suite():
                    for t in load_suite(name).manifest["targets"] if "seed" in t]
     assert len(suite_seeds) > 400
     starts = sorted(POOL_SEED_BASES.values())
-    assert max(suite_seeds) < starts[0] and HELD_OUT_SEED + 100_000 < starts[0]
+    assert max(suite_seeds) < starts[0] and starts[0] > HELD_OUT_SEED + 100_000
     # Instruments of one split cannot run into the next split's range.
     assert len(INSTRUMENTS) * INSTRUMENT_SEED_STRIDE <= starts[1] - starts[0]
     assert pool_seed("val", "vital") == POOL_SEED_BASES["val"] + 2 * INSTRUMENT_SEED_STRIDE
