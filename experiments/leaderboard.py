@@ -67,6 +67,9 @@ class Args:
     """datasets (make_dataset.py) for the nearest-neighbour method, matched by synth"""
     rl_checkpoint: tuple[Path, ...] = ()
     """trained policies (model.zip of train_ppo.py / train_sac.py), matched by env id"""
+    finetuned_prior: tuple[Path, ...] = ()
+    """priors fine-tuned by reward (prior.pt of finetune_prior.py), matched by synth: the
+    prior-rlft method"""
     cross_env: str = "SynthMatch-v0"
     """env whose synth matches the cross-synth suites (their sounds have no parameters)"""
     device: str = "cpu"
@@ -140,6 +143,7 @@ class Resources:
     def __init__(self, args: Args):
         from synthmatch.leaderboard.methods.nearest import Nearest
         from synthmatch.leaderboard.methods.prior import (
+            FinetunedPrior,
             Prior,
             PriorCMAES,
             PriorES,
@@ -148,11 +152,15 @@ class Resources:
         from synthmatch.leaderboard.methods.rl import load_rl
 
         wanted = set(args.methods)
-        self.loaded: dict[str, list] = {"prior": [], "dataset": [], "rl_checkpoint": []}
+        self.loaded: dict[str, list] = {"prior": [], "dataset": [], "rl_checkpoint": [],
+                                        "finetuned_prior": []}
         prior_classes = [c for c in (Prior, PriorCMAES, PriorGradient, PriorES)
                          if c.name in wanted]
         for path in args.prior:
             self.loaded["prior"].append([c(path, args.device) for c in prior_classes])
+        if "prior-rlft" in wanted:
+            self.loaded["finetuned_prior"] = [[FinetunedPrior(p, args.device)]
+                                              for p in args.finetuned_prior]
         if "nearest" in wanted:
             self.loaded["dataset"] = [[Nearest(path)] for path in args.dataset]
         if wanted & {"rl", "prior+rl"}:
@@ -185,7 +193,8 @@ class Resources:
                     path = getattr(m, "prior_path", None) or getattr(m, "path", None) \
                         or getattr(m, "checkpoint", None)
                     what = {"prior": "prior", "dataset": "dataset",
-                            "rl_checkpoint": "RL checkpoint"}[kind]
+                            "rl_checkpoint": "RL checkpoint",
+                            "finetuned_prior": "fine-tuned prior"}[kind]
                     out.append(f"{what} {path} fits none of the suites' synths "
                                f"({', '.join(sorted({e for _, e in synths}))})")
         return out
@@ -281,7 +290,8 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
         "device": args.device, "seed": args.seed, "budgets": list(args.budgets),
         "elapsed_s": round(elapsed, 1),
         "methods": {f"{j.suite.name} {j.method.name}": j.method.settings() for j in jobs},
-        "files": {str(p): sha256_file(p) for p in (*args.prior, *args.rl_checkpoint)},
+        "files": {str(p): sha256_file(p)
+                  for p in (*args.prior, *args.rl_checkpoint, *args.finetuned_prior)},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for suite in suites:

@@ -298,6 +298,9 @@ class FlowPrior(nn.Module):
                              f"(this version reads {CHECKPOINT_FORMAT})")
         prior = cls(PriorConfig.from_dict(ckpt["config"]))
         prior.load_state_dict(ckpt["model"])
+        # How finetune_prior.py made it (settings, plain types), or None for a prior trained
+        # on synthetic data alone.
+        prior.finetuned = ckpt.get("finetuned")
         return prior
 
     @classmethod

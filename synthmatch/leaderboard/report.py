@@ -45,7 +45,7 @@ _PLAIN: dict[str, tuple[str, bool | None]] = {
 
 # Known methods get fixed colours so a method looks the same in every suite's figure.
 _METHOD_ORDER = ("default", "random", "cmaes", "gradient", "nearest", "prior", "prior+cmaes",
-                 "prior+gradient", "prior+es", "rl", "prior+rl")
+                 "prior+gradient", "prior+es", "rl", "prior+rl", "prior-rlft")
 
 
 def summarize(cells: list[dict], seed: int = 0) -> list[dict]:
@@ -209,6 +209,7 @@ def plot_curves(summaries: list[dict], suite: str, path: str | os.PathLike,
         raise ValueError(f"no summaries for suite {suite!r}")
     column = f"{metric}_median" if metric in METRICS else metric
     fig, ax = _figure(figsize, dpi)
+    import matplotlib  # present: _figure checked
     for i, method in enumerate(dict.fromkeys(s["method"] for s in rows)):
         points = sorted((s for s in rows if s["method"] == method and s[column] is not None),
                         key=lambda s: s["budget"])
@@ -216,9 +217,10 @@ def plot_curves(summaries: list[dict], suite: str, path: str | os.PathLike,
             continue
         x = np.array([s["budget"] for s in points], dtype=float)
         y = np.array([s[column] for s in points], dtype=float)
-        # tab10 by the fixed order for known methods, the spare colours for the others.
+        # tab20 by the fixed order for known methods, the spare colours for the others.
         known = method in _METHOD_ORDER
-        color = f"C{_METHOD_ORDER.index(method) if known else (len(_METHOD_ORDER) + i) % 10}"
+        color = matplotlib.colormaps["tab20"](
+            (_METHOD_ORDER.index(method) if known else len(_METHOD_ORDER) + i) % 20)
         has_ci = metric in METRICS  # lo and hi are set wherever the median is
         lo, hi = (np.array([s[f"{metric}_{k}"] for s in points], dtype=float) if has_ci
                   else y for k in ("lo", "hi"))

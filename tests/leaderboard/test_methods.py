@@ -244,3 +244,20 @@ def test_files_are_matched_to_the_synth_they_were_made_for(synth, prior_path, da
     for method in (METHODS["nearest"](dataset_path), METHODS["prior"](prior_path)):
         assert method.matches_synth(synth)
         assert not method.matches_synth(make_synth("fm"))
+
+
+def test_a_finetuned_prior_is_only_taken_by_prior_rlft(synth, suite, prior_path, tmp_path):
+    ckpt = torch.load(prior_path, weights_only=True)
+    tuned_path = tmp_path / "tuned.pt"
+    torch.save({**ckpt, "finetuned": {"from": str(prior_path), "rounds": 2, "k": 4,
+                                      "seed": 0}}, tuned_path)
+    for name in ("prior", "prior+cmaes", "prior+gradient", "prior+es"):
+        with pytest.raises(ValueError, match="--finetuned-prior"):
+            METHODS[name](tuned_path)
+    with pytest.raises(ValueError, match="was not made by finetune_prior.py"):
+        METHODS["prior-rlft"](prior_path)
+    tuned = METHODS["prior-rlft"](tuned_path)
+    assert tuned.settings()["rounds"] == 2 and tuned.matches_synth(synth)
+    # Same weights, same draws: the fine-tuned method is the prior method on another file.
+    a, b = run(tuned, synth, suite, 5), run(METHODS["prior"](prior_path), synth, suite, 5)
+    assert torch.equal(a.history_params, b.history_params)

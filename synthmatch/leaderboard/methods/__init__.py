@@ -5,17 +5,23 @@ from __future__ import annotations
 from synthmatch.leaderboard.methods.base import MatchTask, Method
 from synthmatch.leaderboard.methods.gradient import Gradient
 from synthmatch.leaderboard.methods.nearest import Nearest
-from synthmatch.leaderboard.methods.prior import Prior, PriorCMAES, PriorES, PriorGradient
+from synthmatch.leaderboard.methods.prior import (
+    FinetunedPrior,
+    Prior,
+    PriorCMAES,
+    PriorES,
+    PriorGradient,
+)
 from synthmatch.leaderboard.methods.rl import PriorRL, RLPolicy
 from synthmatch.leaderboard.methods.search import CMAES, DefaultPreset, RandomSearch
 
 # name -> class, in the order tables list them.
 METHODS: dict[str, type[Method]] = {m.name: m for m in (
     DefaultPreset, RandomSearch, CMAES, Gradient, Nearest, Prior, PriorCMAES, PriorGradient,
-    PriorES, RLPolicy, PriorRL)}
+    PriorES, RLPolicy, PriorRL, FinetunedPrior)}
 # What each method needs besides the synth.
 NEEDS = {"nearest": "dataset", "prior": "prior", "prior+cmaes": "prior",
          "prior+gradient": "prior", "prior+es": "prior", "rl": "rl_checkpoint",
-         "prior+rl": "rl_checkpoint"}
+         "prior+rl": "rl_checkpoint", "prior-rlft": "finetuned_prior"}
 
 __all__ = ["METHODS", "NEEDS", "MatchTask", "Method"]

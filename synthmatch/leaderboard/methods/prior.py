@@ -5,7 +5,7 @@ renders)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -39,11 +39,24 @@ def load_prior(path: str | Path, device: str = "cpu"):
 
 
 class PriorMethod(Method):
-    """Shared loading and sampling of a prior checkpoint."""
+    """Shared loading and sampling of a prior checkpoint.
+
+    A prior fine-tuned by ``experiments/finetune_prior.py`` is only taken by the methods that
+    say so (:attr:`finetuned`), so the table never mixes the two up.
+    """
+
+    finetuned: ClassVar[bool] = False
 
     def __init__(self, prior_path: str | Path, device: str = "cpu"):
         self.prior_path = Path(prior_path)
         self.prior = load_prior(prior_path, device)
+        tuned = getattr(self.prior, "finetuned", None) is not None
+        if tuned and not self.finetuned:
+            raise ValueError(f"{self.prior_path} was made by finetune_prior.py: give it with "
+                             "--finetuned-prior")
+        if self.finetuned and not tuned:
+            raise ValueError(f"{self.prior_path} was not made by finetune_prior.py: give it "
+                             "with --prior")
 
     def settings(self) -> dict[str, Any]:
         return {"prior": str(self.prior_path), "ode_steps": 16}
@@ -165,3 +178,16 @@ class PriorES(PriorMethod):
             x = torch.where(keep[:, None], proposal, x)
             best = torch.where(keep, dp, best)
         return best_so_far(task.meter)
+
+
+class FinetunedPrior(Prior):
+    """The best of K samples of a prior fine-tuned by reward on sounds without parameters
+    (``experiments/finetune_prior.py``): the same method as ``prior``, another checkpoint."""
+
+    name = "prior-rlft"
+    finetuned = True
+
+    def settings(self) -> dict[str, Any]:
+        tuned = self.prior.finetuned
+        return {**super().settings(), "finetuned_from": tuned.get("from"),
+                "rounds": tuned.get("rounds"), "k": tuned.get("k"), "seed": tuned.get("seed")}
