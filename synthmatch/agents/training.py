@@ -26,7 +26,7 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 
 from synthmatch.agents.evaluation import HELD_OUT_SEED, evaluate
-from synthmatch.agents.extractor import SpectrogramExtractor
+from synthmatch.agents.extractor import EXTRACTORS
 from synthmatch.agents.media import log_media
 from synthmatch.envs import SB3VecEnv, make_sb3_vec_env
 from synthmatch.envs.core import ACCEPT_MODES, SynthMatchCore
@@ -65,6 +65,9 @@ class RunSettings:
     """checkpoint to continue from (its run directory and step counter are kept)"""
     features_dim: int = 256
     """size of the spectrogram extractor's output"""
+    extractor: str = "cnn"
+    """how the policy reads the spectrograms: cnn (a small CNN over both) or mlp (an MLP over
+    their frequency and time profiles: far cheaper to train)"""
     max_step: float | None = None
     """largest parameter change per step (delta actions); default: the env's (0.1)"""
     warm_start: str | None = None
@@ -135,6 +138,9 @@ def check_settings(run: RunSettings) -> None:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if run.max_step is not None and not 0.0 < run.max_step <= 1.0:
         raise ValueError(f"--max-step must be in (0, 1], got {run.max_step}")
+    if run.extractor not in EXTRACTORS:
+        raise ValueError(f"--extractor must be one of {', '.join(EXTRACTORS)}, got "
+                         f"{run.extractor!r}")
     if run.accept not in ACCEPT_MODES:
         raise ValueError(f"--accept must be one of {', '.join(ACCEPT_MODES)}, got "
                          f"{run.accept!r}")
@@ -179,7 +185,7 @@ def policy_kwargs(algo: str, settings: dict[str, Any]) -> dict[str, Any]:
     """The policy's constructor arguments, from a run's settings: used to build the policy and,
     when loading a checkpoint, instead of the pickled copy in the file."""
     kwargs: dict[str, Any] = {
-        "features_extractor_class": SpectrogramExtractor,
+        "features_extractor_class": EXTRACTORS[settings.get("extractor", "cnn")],
         "features_extractor_kwargs": {"features_dim": settings.get("features_dim", 256)}}
     if algo == "ppo" and "log_std_init" in settings:
         kwargs["log_std_init"] = settings["log_std_init"]

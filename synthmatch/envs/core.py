@@ -175,6 +175,9 @@ class SynthMatchCore:
         self.best_dist = torch.zeros(n, device=dev)
         self.steps = torch.zeros(n, dtype=torch.long, device=dev)
         self.initializer: Initializer | None = None
+        # accept="improve" only: each env's last proposal (its action, clipped) and outcome
+        # (+1 kept, -1 rejected, 0 at the episode's start), observed as "last_step".
+        self.last_step = torch.zeros(n, p + 1, device=dev)
 
     # ------------------------------------------------------------------ seeding and reset
     def seed(self, seed: int | Sequence[int | None] | None,
@@ -277,6 +280,7 @@ class SynthMatchCore:
         self.initial_dist[idx] = d
         self.best_dist = self.best_dist.index_put((idx,), d)
         self.steps[idx] = 0
+        self.last_step = self.last_step.index_fill(0, idx, 0.0)
         self.rng.advance(idx)
 
     def _option_params(self, value, k: int, name: str) -> Tensor:
@@ -354,6 +358,7 @@ class SynthMatchCore:
             params = torch.where(keep[:, None], params, self.params)
             mel = torch.where(keep[:, None, None], mel, self.current_mel)
             d = torch.where(keep, d, self.dist)
+            self.last_step = torch.cat([a, keep[:, None].float() * 2.0 - 1.0], dim=1)
         self.params, self.current_mel = params, mel
         reward = self.reward(self.dist, d)
         self.dist = d
@@ -430,16 +435,22 @@ class SynthMatchCore:
 
     # ------------------------------------------------------------------ views
     def observation(self) -> dict[str, Tensor]:
-        """``target_mel`` and ``current_mel`` ``(N, n_mels, frames)``, ``params`` ``(N, P)``.
+        """``target_mel`` and ``current_mel`` ``(N, n_mels, frames)``, ``params`` ``(N, P)``,
+        and with ``accept="improve"`` ``last_step`` ``(N, P + 1)``: the last proposal's
+        action and whether it was kept (+1), rejected (-1) or not made yet (0), the memory a
+        search needs to adapt (a rejected proposal leaves everything else unchanged).
 
         No copies: the core replaces these tensors rather than writing into them, so what it
         returned stays valid; treat them as read-only.
         """
-        return {
+        obs = {
             "target_mel": self.target_obs,
             "current_mel": self._scale_mel(self.current_mel),
             "params": self.params,
         }
+        if self.accept == "improve":
+            obs["last_step"] = self.last_step
+        return obs
 
     @staticmethod
     def _scale_mel(db: Tensor) -> Tensor:

@@ -22,6 +22,8 @@ def make_spaces(core: SynthMatchCore) -> tuple[spaces.Dict, spaces.Box]:
         "current_mel": mel,
         "params": spaces.Box(0.0, 1.0, (core.num_params,), dtype=np.float32),
     })
+    if core.accept == "improve":
+        obs["last_step"] = spaces.Box(-1.0, 1.0, (core.num_params + 1,), dtype=np.float32)
     return obs, spaces.Box(-1.0, 1.0, (core.num_params,), dtype=np.float32)
 
 
@@ -48,6 +50,8 @@ class SynthMatchEnv(gym.Env):
       ``[-100, 20]`` to ``[-1, 1]`` (64 mels x 63 frames for 1 s at 16 kHz by default).
     - ``current_mel`` ``(n_mels, frames)``: the same for the current sound.
     - ``params`` ``(P,)``: the current normalised parameters in ``[0, 1]``.
+    - ``last_step`` ``(P + 1,)``, with ``accept="improve"`` only: the last action (clipped)
+      and whether its proposal was kept (+1), rejected (-1) or not made yet (0).
 
     ## Rewards
     ``(d_prev - d) / max(d_0, success_threshold)``: the reduction of the distance as a share of

@@ -156,8 +156,9 @@ class SynthMatchVectorEnv(VectorEnv):
 
     def _split_host(self, host: dict[str, np.ndarray]) -> tuple[dict, dict]:
         """Host arrays (no target_mel) -> observation (with the cached target) and info."""
-        obs = {"target_mel": self._target_host, "current_mel": host.pop("current_mel"),
-               "params": host.pop("params")}
+        obs = {"target_mel": self._target_host}
+        obs.update((key, host.pop(key)) for key in self.single_observation_space.spaces
+                   if key != "target_mel")
         return obs, host
 
     def _scatter(self, rows: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:

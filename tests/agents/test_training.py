@@ -14,7 +14,6 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from synthmatch.agents.evaluation import evaluate, random_policy
-from synthmatch.agents.extractor import SpectrogramExtractor
 from synthmatch.envs import SynthMatchCore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,14 +144,20 @@ def test_evaluation_stops_an_env_at_success():
     assert results.success.all() and (results.renders == 1).all()
 
 
-def test_extractor_output_and_gradients():
-    core = SynthMatchCore(3, "subtractive", free_params=["cutoff_hz", "osc1_shape"])
-    core.reset_envs(torch.arange(3))
+@pytest.mark.parametrize("extractor", ["cnn", "mlp"])
+@pytest.mark.parametrize("accept", ["always", "improve"])
+def test_extractor_output_and_gradients(extractor, accept):
+    from synthmatch.agents.extractor import EXTRACTORS, ProfileExtractor
     from synthmatch.envs.single import make_spaces
 
+    core = SynthMatchCore(3, "subtractive", free_params=["cutoff_hz", "osc1_shape"],
+                          accept=accept)
+    core.reset_envs(torch.arange(3))
     obs_space, _ = make_spaces(core)
-    net = SpectrogramExtractor(obs_space, features_dim=32)
+    net = EXTRACTORS[extractor](obs_space, features_dim=32)
     features = net(core.observation())
     assert features.shape == (3, 32)
     features.sum().backward()
     assert all(p.grad is not None for p in net.parameters())
+    if isinstance(net, ProfileExtractor):  # the search memory reaches the features
+        assert net.memory == (accept == "improve")

@@ -318,6 +318,33 @@ def test_improve_mode_keeps_only_proposals_that_sound_closer():
     assert again_info["distance"] == pytest.approx(info["distance"], abs=1e-5)
 
 
+def test_improve_mode_observes_its_last_proposal():
+    """last_step: zeros at reset, then the clipped action and +1 (kept) or -1 (rejected), in
+    the single env, both vector env array types and through the checkers."""
+    env = gym.make("SynthMatch-Easy-v0", accept="improve", max_step=0.3)
+    assert env.observation_space["last_step"].shape == (5,)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs["last_step"], np.zeros(5, dtype=np.float32))
+    obs, reward, *_ = env.step(np.array([2.0, -0.5, 0.25, 0.0], dtype=np.float32))
+    np.testing.assert_allclose(obs["last_step"], [1.0, -0.5, 0.25, 0.0,
+                                                  1.0 if reward > 0 else -1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gym_check_env(gym.make("SynthMatch-Easy-v0", accept="improve",
+                               disable_env_checker=True).unwrapped)
+    for array_type in ("numpy", "torch"):
+        venv = gym.make_vec("SynthMatch-Easy-v0", num_envs=3, accept="improve",
+                            array_type=array_type)
+        obs, _ = venv.reset(seed=1)
+        assert set(obs) == {"target_mel", "current_mel", "params", "last_step"}
+        actions = np.full((3, 4), 0.5, dtype=np.float32)
+        obs, reward, *_ = venv.step(actions if array_type == "numpy"
+                                    else torch.from_numpy(actions))
+        last = np.asarray(obs["last_step"])
+        np.testing.assert_allclose(last[:, :4], 0.5)
+        np.testing.assert_array_equal(last[:, 4], np.where(np.asarray(reward) > 0, 1.0, -1.0))
+
+
 def test_rgb_array_render_shows_both_spectrograms():
     env = gym.make("SynthMatch-v0", render_mode="rgb_array")
     env.reset(seed=0)
