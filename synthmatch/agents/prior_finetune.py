@@ -18,12 +18,14 @@ the prior is measured as the leaderboard's ``prior`` method would be, the best o
 samples, on a validation pool and on held-out synthetic targets.
 
 A run lives in ``<log_dir>/<run_name>/``: ``config.json``, TensorBoard events, ``history.json``
-(the validation figures per round) and ``prior.pt`` (loads like any prior; its ``finetuned``
-entry records how it was made).
+(the validation figures per round), ``rounds/prior_<r>.pt`` after each round and ``prior.pt``
+(the last round's; each loads like any prior, and its ``finetuned`` entry records how it was
+made and after which round).
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -233,12 +235,13 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
         validate(round_, {"pool/sampled_best_of_k": float(torch.cat(sampled).median()),
                           "pool/archive": float(archive_d.median()),
                           "loss/train": float(np.mean(losses))})
+        save_checkpoint(prior.checkpoint(finetuned={"from": str(settings.prior),
+                                                    **asdict(settings), "round": round_}),
+                        run_dir / "rounds" / f"prior_{round_}.pt")
         bar.update()
     bar.close()
     prior.eval()
-    save_checkpoint(prior.checkpoint(finetuned={"from": str(settings.prior),
-                                                **asdict(settings)}),
-                    run_dir / "prior.pt")
+    shutil.copyfile(run_dir / "rounds" / f"prior_{settings.rounds}.pt", run_dir / "prior.pt")
     writer.close()
     print(f"Fine-tuned prior: {run_dir / 'prior.pt'}   History: {run_dir / 'history.json'}")
     return run_dir

@@ -175,6 +175,7 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
     assert any(moved)
     ckpt = torch.load(logs / "ft" / "prior.pt", weights_only=True)
     assert ckpt["finetuned"]["from"] == str(prior_path) and ckpt["finetuned"]["rounds"] == 2
+    assert ckpt["finetuned"]["round"] == 2 and (logs / "ft" / "rounds" / "prior_1.pt").is_file()
     no_pool = subprocess.run([sys.executable, str(ROOT / "experiments/finetune_prior.py"),
                               "--prior", str(prior_path), "--pool", str(tmp_path / "nowhere")],
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
