@@ -32,7 +32,7 @@ SYNTHS = ("subtractive", "fm", "torchsynth", "vital", "vst3")
 # Methods the command runs (nearest and rl need a dataset or a trained policy: use the
 # leaderboard script for those).
 MATCH_METHODS = ("default", "random", "cmaes", "gradient", "prior", "prior+cmaes",
-                 "prior+gradient")
+                 "prior+gradient", "prior+es")
 DEFAULT_BUDGET = 1000
 # The trained prior that ships with the package, for the default synth at its default probe.
 DEFAULT_PRIORS = {"subtractive": "prior-subtractive.pt"}
