@@ -79,7 +79,9 @@ class RLPolicy(Method):
         return {"checkpoint": str(self.checkpoint), "algo": self.config["algo"],
                 "env_id": self.env_id, "warm_start": self.config.get("warm_start"),
                 "warm_start_k": self.k, "max_step": self.config.get("max_step"),
-                "accept": self.accept, "timesteps": int(self.model.num_timesteps)}
+                "timesteps": int(self.model.num_timesteps),
+                **({} if self.accept == "always" else {"accept": self.accept,
+                                                       "extractor": self.config.get("extractor")})}
 
     def run(self, task: MatchTask) -> Tensor:
         from synthmatch.agents.training import env_kwargs
