@@ -43,23 +43,26 @@ LEADERBOARD_SUITES = {"subtractive": "bench-v1/subtractive-id", "fm": "bench-v1/
                       "torchsynth": "bench-v1/torchsynth-id"}
 LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
     "subtractive": {
-        1: ["prior", "nearest", "random", "default"],
-        16: ["prior", "rl", "nearest", "gradient", "cmaes", "random"],
-        100: ["prior+gradient", "prior+cmaes", "prior", "gradient", "rl", "nearest", "cmaes",
-              "random"],
-        1000: ["prior+gradient", "prior+cmaes", "prior", "gradient", "nearest", "cmaes", "random"],
+        1: ["prior", "prior-rlft", "nearest", "random", "default"],
+        16: ["prior", "prior-rlft", "rl", "nearest", "gradient", "cmaes", "random"],
+        100: ["prior+gradient", "prior+rl", "prior+es", "prior+cmaes", "prior", "prior-rlft",
+              "gradient", "rl", "nearest", "cmaes", "random"],
+        1000: ["prior+gradient", "prior+cmaes", "prior+es", "prior+rl", "prior-rlft", "prior",
+               "gradient", "nearest", "cmaes", "random"],
     },
     "fm": {
         1: ["prior", "nearest", "random", "default"],
         16: ["prior", "nearest", "gradient", "cmaes", "random"],
-        100: ["prior+gradient", "prior+cmaes", "prior", "nearest", "gradient", "cmaes", "random"],
-        1000: ["prior+gradient", "prior+cmaes", "prior", "gradient", "cmaes", "nearest", "random"],
+        100: ["prior+gradient", "prior+es", "prior+cmaes", "prior", "nearest", "gradient",
+              "cmaes", "random"],
+        1000: ["prior+gradient", "prior+cmaes", "prior+es", "prior", "gradient", "cmaes",
+               "nearest", "random"],
     },
     "torchsynth": {
         1: ["nearest", "prior", "random", "default"],
         16: ["prior", "nearest", "cmaes", "random"],
-        100: ["prior+cmaes", "prior", "nearest", "cmaes", "random"],
-        1000: ["prior+cmaes", "prior", "nearest", "cmaes", "random"],
+        100: ["prior+es", "prior+cmaes", "prior", "nearest", "cmaes", "random"],
+        1000: ["prior+cmaes", "prior+es", "prior", "nearest", "cmaes", "random"],
     },
 }
 # Synths with no in-domain suite (real instruments): search without gradients.
