@@ -177,6 +177,9 @@ class FlowPrior(nn.Module):
     def __init__(self, config: PriorConfig):
         super().__init__()
         self.config = config
+        # How finetune_prior.py made it (settings, plain types), or None for a prior trained
+        # on synthetic data alone; set from the checkpoint on loading.
+        self.finetuned: dict[str, Any] | None = None
         self.encoder = MelEncoder(tuple(config.mel_shape), config.embed_dim, config.channels)
         self.velocity = VelocityNet(config.num_params, config.embed_dim, config.hidden,
                                     config.depth, config.time_dim)
@@ -298,8 +301,6 @@ class FlowPrior(nn.Module):
                              f"(this version reads {CHECKPOINT_FORMAT})")
         prior = cls(PriorConfig.from_dict(ckpt["config"]))
         prior.load_state_dict(ckpt["model"])
-        # How finetune_prior.py made it (settings, plain types), or None for a prior trained
-        # on synthetic data alone.
         prior.finetuned = ckpt.get("finetuned")
         return prior
 

@@ -50,7 +50,7 @@ class PriorMethod(Method):
     def __init__(self, prior_path: str | Path, device: str = "cpu"):
         self.prior_path = Path(prior_path)
         self.prior = load_prior(prior_path, device)
-        tuned = getattr(self.prior, "finetuned", None) is not None
+        tuned = self.prior.finetuned is not None
         if tuned and not self.finetuned:
             raise ValueError(f"{self.prior_path} was made by finetune_prior.py: give it with "
                              "--finetuned-prior")

@@ -48,6 +48,8 @@ class RLPolicy(Method):
     """
 
     name = "rl"
+    # Steps of the one episode per target; None: until the budget is spent.
+    episode_steps: int | None = 50
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu"):
         from synthmatch.agents.training import load_model, read_config, run_dir_of
@@ -59,18 +61,18 @@ class RLPolicy(Method):
         if "env_id" not in self.config or "algo" not in self.config:
             raise ValueError(f"{self.checkpoint}: its run has no config.json with env_id and "
                              "algo (is it a train_ppo.py / train_sac.py run?)")
+        self.accept = self.config.get("accept", "always")
+        warm = self.config.get("warm_start")
+        self.check_mode(warm)  # before the loads: a wrong kind of run costs nothing
         self.env_id = self.config["env_id"]
         self.model = load_model(self.checkpoint, device, config=self.config)
-        warm = self.config.get("warm_start")
         self.prior = Prior(warm, device) if warm else None
         self.k = int(self.config.get("warm_start_k", 1)) if warm else 0
-        self.accept = self.config.get("accept", "always")
-        self.episode_steps = 50
         self.min_budget = self.k + 2
-        self.max_budget = self.k + 1 + self.episode_steps
-        self.check_mode()
+        self.max_budget = (None if self.episode_steps is None
+                           else self.k + 1 + self.episode_steps)
 
-    def check_mode(self) -> None:
+    def check_mode(self, warm_start: str | None) -> None:
         if self.accept != "always":
             raise ValueError(f"{self.checkpoint} was trained with --accept {self.accept}: it is "
                              "the prior+rl method's refiner, not an rl policy")
@@ -125,12 +127,12 @@ class PriorRL(RLPolicy):
     """
 
     name = "prior+rl"
+    episode_steps = None
 
-    def check_mode(self) -> None:
-        if self.accept != "improve" or self.prior is None:
+    def check_mode(self, warm_start: str | None) -> None:
+        if self.accept != "improve" or not warm_start:
             raise ValueError(f"{self.checkpoint}: prior+rl needs a refiner trained with "
                              "--warm-start and --accept improve; use it as an rl policy")
-        self.max_budget = None
 
     def episode(self, core, task: MatchTask) -> None:
         with torch.random.fork_rng(devices=[]):
