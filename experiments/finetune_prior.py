@@ -32,7 +32,9 @@ def load_pool(path: str, flag: str):
 def main(settings: FinetuneSettings) -> None:
     pool = load_pool(settings.pool, "--pool")
     val = load_pool(settings.val_pool, "--val-pool") if settings.val_pool else None
-    finetune_prior(settings, pool.audio, None if val is None else val.audio)
+    sources = None if val is None else [t.get("source", "") for t in val.manifest["targets"]]
+    finetune_prior(settings, pool.audio, None if val is None else val.audio,
+                   val_sources=sources if sources and all(sources) else None)
 
 
 if __name__ == "__main__":

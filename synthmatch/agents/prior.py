@@ -227,21 +227,35 @@ class FlowPrior(nn.Module):
         return (mel_db.clamp_min(MEL_FLOOR_DB) - self.mel_mean) / self.mel_std
 
     # ------------------------------------------------------------------ training
-    def loss(self, params: Tensor, mel_db: Tensor, generator: torch.Generator | None = None
-             ) -> Tensor:
+    def loss(self, params: Tensor, mel_db: Tensor, generator: torch.Generator | None = None,
+             *, teacher: FlowPrior | None = None, taught: Tensor | None = None) -> Tensor:
         """Conditional flow-matching loss of a batch: mean squared velocity error.
 
         Args:
             params: ``(B, P)`` normalised target parameters.
             mel_db: ``(B, n_mels, frames)`` their log-mel in dB.
             generator: Draws the noise and times (on the prior's device).
+            teacher: Another prior whose velocity field is the regression target of the
+                ``taught`` rows (distillation at the same points of the same paths: a
+                low-variance pull towards the teacher's whole conditional flow, where the
+                data's target ``x1 - x0`` matches it only in expectation).
+            taught: ``(B,)`` boolean mask of the rows regressed on ``teacher`` (default: all).
         """
         x1 = params.to(self.device, torch.float32) * 2.0 - 1.0
         x0 = torch.randn(x1.shape, generator=generator, device=self.device)
         t = torch.rand(x1.shape[0], generator=generator, device=self.device)
         path = self.path.sample(x_0=x0, x_1=x1, t=t)
         v = self.velocity(path.x_t, path.t, self.embed(mel_db))
-        return F.mse_loss(v, path.dx_t)
+        target = path.dx_t
+        if teacher is not None:
+            if taught is None:
+                taught = torch.ones(x1.shape[0], dtype=torch.bool, device=self.device)
+            with torch.no_grad():
+                taught_v = teacher.velocity(path.x_t[taught], path.t[taught],
+                                            teacher.embed(mel_db[taught]))
+            target = target.clone()
+            target[taught] = taught_v
+        return F.mse_loss(v, target)
 
     # ------------------------------------------------------------------ sampling
     def to_unit(self, x: Tensor) -> Tensor:

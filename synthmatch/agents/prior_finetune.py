@@ -8,8 +8,14 @@ parameters are needed, so the sounds can come from any instrument. Each round:
 1. samples ``k`` presets per pool sound from the current prior, renders and scores them;
 2. keeps each sound's closest preset found in any round so far (an archive that can only get
    closer);
+   Optionally (``refine_steps``) a search then improves each archived preset by reward alone:
+   a (1+1) evolution strategy from it, whose step size follows the 1/5th success rule and
+   carries over between rounds. Sampling alone stalls on sounds that are far from anything
+   the prior proposes; the search is the policy-improvement operator of expert iteration;
 3. trains the flow-matching loss on (sound, archived preset) pairs, mixed with the synthetic
-   dataset's (sound, true preset) pairs so the in-domain skill is rehearsed.
+   dataset's sounds so the in-domain skill is rehearsed: regressed on their true presets
+   (``rehearsal="data"``) or on the starting prior's own velocity field at the same points
+   (``rehearsal="teacher"``, a distillation that holds the whole in-domain flow in place).
 
 This is reward-filtered policy improvement (expert iteration; reward-weighted regression in
 its best-of-K limit): the policy is moved towards the actions its own reward ranked best, and
@@ -29,7 +35,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -43,9 +49,15 @@ from synthmatch.agents.prior import FlowPrior
 from synthmatch.agents.prior_training import save_checkpoint
 from synthmatch.devices import resolve_device
 from synthmatch.fileio import write_json_atomic
+from synthmatch.rewards import PerceptualDistance
+from synthmatch.synths import Synth
 
 # Sounds sampled and rendered together (k renders each).
 SAMPLE_CHUNK = 32
+# The (1+1)-ES step size: times SIGMA_GROWTH after a kept proposal, times SIGMA_SHRINK after a
+# rejected one, so it holds still when a fifth are kept (0.2 * 0.2 = 0.8 * 0.05 in logs).
+SIGMA_GROWTH, SIGMA_SHRINK = float(np.exp(0.2)), float(np.exp(-0.05))
+SIGMA_RANGE = (0.002, 0.3)
 
 
 @dataclass
@@ -71,6 +83,14 @@ class FinetuneSettings:
     """pairs per gradient step"""
     synthetic_fraction: float = 0.5
     """share of each batch drawn from --data"""
+    rehearsal: Literal["data", "teacher"] = "data"
+    """what the synthetic share is regressed on: data (its true presets) or teacher (the
+    starting prior's velocity at the same points, a distillation towards it)"""
+    refine_steps: int = 0
+    """(1+1)-ES proposals per pool sound per round from its archived preset (renders each);
+    0: the archive improves by sampling alone"""
+    refine_sigma: float = 0.05
+    """starting ES step in every normalised parameter (then adapted per sound)"""
     learning_rate: float = 1e-4
     """AdamW learning rate (constant)"""
     val_k: int = 16
@@ -97,6 +117,11 @@ def check_settings(s: FinetuneSettings) -> None:
     for flag in ("rounds", "k", "steps_per_round", "batch_size", "val_k", "in_domain_targets"):
         if getattr(s, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(s, flag)}")
+    if s.refine_steps < 0:
+        raise ValueError(f"--refine-steps must be >= 0, got {s.refine_steps}")
+    if not SIGMA_RANGE[0] <= s.refine_sigma <= SIGMA_RANGE[1]:
+        raise ValueError(f"--refine-sigma must be in [{SIGMA_RANGE[0]}, {SIGMA_RANGE[1]}], "
+                         f"got {s.refine_sigma}")
     if not 0.0 <= s.synthetic_fraction < 1.0:
         raise ValueError(f"--synthetic-fraction must be in [0, 1), got {s.synthetic_fraction}")
     if s.synthetic_fraction > 0 and s.data is None:
@@ -111,21 +136,58 @@ def check_settings(s: FinetuneSettings) -> None:
 
 
 class BestOfK:
-    """The median distance of the best of ``k`` prior samples per sound (fixed noise)."""
+    """The distance of the best of ``k`` prior samples per sound (fixed noise)."""
 
     def __init__(self, synth, audio: Tensor, k: int, seed: int):
         self.synth, self.audio, self.k, self.seed = synth, audio, k, seed
 
-    def __call__(self, prior: FlowPrior) -> float:
+    def __call__(self, prior: FlowPrior) -> Tensor:
+        """``(N,)`` distances, one per sound."""
         matcher = OneShotMatcher(prior, self.synth, k=self.k, device=prior.device,
                                  seed=self.seed)
-        d = torch.cat([matcher.match(self.audio[i:i + SAMPLE_CHUNK]).distance
-                       for i in range(0, self.audio.shape[0], SAMPLE_CHUNK)])
-        return float(d.median())
+        return torch.cat([matcher.match(self.audio[i:i + SAMPLE_CHUNK]).distance
+                          for i in range(0, self.audio.shape[0], SAMPLE_CHUNK)])
+
+
+@torch.no_grad()
+def refine_archive(synth: Synth, distance: PerceptualDistance, audio: Tensor,
+                   archive: Tensor, archive_d: Tensor, sigma: Tensor, steps: int,
+                   generator: torch.Generator) -> None:
+    """A (1+1) evolution strategy from each sound's archived preset, in place.
+
+    Each of ``steps`` iterations renders one Gaussian proposal per sound (step ``sigma`` per
+    sound in every normalised parameter, clipped to ``[0, 1]``) and keeps it if it sounds
+    closer. Each sound's ``sigma`` grows after a kept proposal and shrinks after a rejected
+    one (the 1/5th success rule), within :data:`SIGMA_RANGE`.
+
+    Args:
+        synth: Renders ``(B, P)`` presets.
+        distance: The perceptual distance that scored the archive.
+        audio: ``(N, T)`` sounds.
+        archive: ``(N, P)`` best preset per sound so far (updated).
+        archive_d: ``(N,)`` its distance (updated; only ever lower).
+        sigma: ``(N,)`` step size per sound (updated).
+        steps: Proposals per sound.
+        generator: Draws the proposals (on the archive's device).
+    """
+    for i in range(0, audio.shape[0], SAMPLE_CHUNK):
+        rows = slice(i, i + SAMPLE_CHUNK)
+        target = distance.features(audio[rows])
+        x, d, s = archive[rows], archive_d[rows], sigma[rows]
+        for _ in range(steps):
+            noise = torch.randn(x.shape, generator=generator, device=x.device)
+            proposal = (x + s[:, None] * noise).clamp(0.0, 1.0)
+            dp = distance.distance(distance.features(synth.render(proposal)), target)
+            keep = dp < d
+            x = torch.where(keep[:, None], proposal, x)
+            d = torch.where(keep, dp, d)
+            s = (s * torch.where(keep, SIGMA_GROWTH, SIGMA_SHRINK)).clamp(*SIGMA_RANGE)
+        archive[rows], archive_d[rows], sigma[rows] = x, d, s
 
 
 def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
-                   val_audio: Tensor | None = None, progress: bool = True) -> Path:
+                   val_audio: Tensor | None = None, progress: bool = True,
+                   val_sources: list[str] | None = None) -> Path:
     """Fine-tune ``settings.prior`` on ``pool_audio`` ``(N, T)`` (the prior's rate and length)
     by reward alone; returns the run directory.
 
@@ -134,6 +196,8 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
         pool_audio: Sounds to learn from.
         val_audio: Sounds to validate on (disjoint from the pool), or ``None``.
         progress: Show a progress bar.
+        val_sources: The instrument of each validation sound; each also gets its own median
+            (``val/val_pool_<source>_best_of_<k>``).
     """
     from synthmatch.data import open_dataset
 
@@ -143,6 +207,11 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     synth = prior_synth(prior, device)
     if tuple(synth.params.names) != prior.param_names:
         raise ValueError("the prior's synth does not take all of its parameters")
+    if val_sources is not None and (val_audio is None or len(val_sources) != len(val_audio)):
+        raise ValueError("val_sources needs one source per validation sound")
+    teacher = None
+    if settings.rehearsal == "teacher":
+        teacher = FlowPrior.load(settings.prior, device).eval().requires_grad_(False)
     length = prior.config.num_samples
     for name, audio in (("pool", pool_audio), ("validation pool", val_audio)):
         if audio is not None and (audio.ndim != 2 or audio.shape[1] != length):
@@ -181,6 +250,9 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
 
     archive = torch.zeros(pool_audio.shape[0], prior.config.num_params, device=device)
     archive_d = torch.full((pool_audio.shape[0],), float("inf"), device=device)
+    sigma = torch.full((pool_audio.shape[0],), settings.refine_sigma, device=device)
+    distance = PerceptualDistance(synth.sample_rate).to(device)
+    es_gen = torch.Generator(device).manual_seed(settings.seed + 2)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=settings.learning_rate)
     batch_gen = torch.Generator().manual_seed(settings.seed)
     noise_gen = torch.Generator(device).manual_seed(settings.seed + 1)
@@ -188,8 +260,15 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
 
     def validate(round_: int, extra: dict[str, float]) -> None:
         prior.eval()
-        values = {f"val/{key}_best_of_{settings.val_k}": check(prior)
-                  for key, check in checks.items()}
+        values = {}
+        for key, check in checks.items():
+            d = check(prior)
+            values[f"val/{key}_best_of_{settings.val_k}"] = float(d.median())
+            if key == "val_pool" and val_sources is not None:
+                for source in sorted(set(val_sources)):
+                    mine = [i for i, v in enumerate(val_sources) if v == source]
+                    values[f"val/val_pool_{source}_best_of_{settings.val_k}"] = float(
+                        d[mine].median())
         values.update(extra)
         for key, value in values.items():
             writer.add_scalar(key, value, round_)
@@ -215,6 +294,9 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
             archive[rows] = torch.where(better[:, None], result.params, archive[rows])
             archive_d[rows] = torch.minimum(result.distance, archive_d[rows])
             sampled.append(result.distance)
+        if settings.refine_steps:
+            refine_archive(synth, distance, pool_audio, archive, archive_d, sigma,
+                           settings.refine_steps, es_gen)
         # 3. Train on (sound, archived preset) pairs, with synthetic pairs rehearsed.
         prior.train()
         losses = []
@@ -226,7 +308,8 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
                 j = j.to(device)
                 params = torch.cat([params, synthetic[0][j]])
                 mel = torch.cat([mel, synthetic[1][j].float()])
-            loss = prior.loss(params, mel, noise_gen)
+            taught = torch.arange(params.shape[0], device=device) >= n_pool
+            loss = prior.loss(params, mel, noise_gen, teacher=teacher, taught=taught)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
@@ -234,6 +317,8 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
             losses.append(loss.item())
         validate(round_, {"pool/sampled_best_of_k": float(torch.cat(sampled).median()),
                           "pool/archive": float(archive_d.median()),
+                          **({"pool/es_sigma": float(sigma.median())}
+                             if settings.refine_steps else {}),
                           "loss/train": float(np.mean(losses))})
         save_checkpoint(prior.checkpoint(finetuned={"from": str(settings.prior),
                                                     **asdict(settings), "round": round_}),

@@ -196,3 +196,35 @@ def test_onnx_export_matches_torch(subtractive, tmp_path):
     assert u.shape == (5, 3, prior.config.num_params) and u.min() >= 0 and u.max() <= 1
     with pytest.raises(FileNotFoundError, match="export"):
         OnnxPrior(tmp_path / "nothing")
+
+
+def test_teacher_rows_regress_on_the_teachers_velocity(subtractive):
+    """Rows taught by a teacher take its velocity as the target: a prior taught by its own
+    copy has zero loss on those rows, and the other rows keep the data's loss."""
+    import copy
+
+    prior = tiny_prior(subtractive)
+    teacher = copy.deepcopy(prior).requires_grad_(False)
+    params = subtractive.params.sample(6, torch.Generator().manual_seed(5))
+    mel = LogMelSpectrogram(subtractive.sample_rate)(subtractive.render(params))
+
+    def loss(**kwargs):
+        return prior.loss(params, mel, torch.Generator().manual_seed(1), **kwargs)
+
+    plain = loss()
+    assert float(loss(teacher=teacher).detach()) < 1e-12 < float(plain.detach())
+    torch.testing.assert_close(loss(teacher=teacher, taught=torch.zeros(6, dtype=torch.bool)),
+                               plain)
+    taught = torch.tensor([True, True, True, False, False, False])
+    # Half the rows are exact, so the loss is the other half's per-row mean, halved.
+    x1 = params * 2.0 - 1.0
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.randn(x1.shape, generator=gen)
+    t = torch.rand(6, generator=gen)
+    x_t = (1 - t[:, None]) * x0 + t[:, None] * x1
+    with torch.no_grad():
+        v = prior.velocity(x_t, t, prior.embed(mel))
+    rest = ((v - (x1 - x0))[3:] ** 2).mean()
+    torch.testing.assert_close(loss(teacher=teacher, taught=taught), rest / 2)
+    loss(teacher=teacher, taught=taught).backward()
+    assert all(p.grad is None for p in teacher.parameters())

@@ -141,9 +141,10 @@ def test_prior_scripts_have_help_and_fail_clearly(tmp_path):
 
 @pytest.mark.slow
 def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, tmp_path):
-    """The prior is fine-tuned on a pool of another synth's sounds by reward alone: the run
-    validates before and after every round, its archive of best presets only gets closer, and
-    the result loads as a prior with weights that moved."""
+    """The prior is fine-tuned on a pool of another synth's sounds by reward alone (sampling,
+    then a search from the archive, rehearsing the synthetic data on the starting prior): the
+    run validates before and after every round, per source too, its archive of best presets
+    only gets closer, and the result loads as a prior with weights that moved."""
     pytest.importorskip("soundfile")
     from synthmatch.agents.prior import FlowPrior
     from synthmatch.leaderboard.suites import write_suite
@@ -156,19 +157,23 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
             audio = fm.render(fm.params.sample(6, torch.Generator().manual_seed(seed)))
         pools[split] = write_suite(split, (0.5 * audio).numpy(), sample_rate=fm.sample_rate,
                                    probe=fm.probe.to_dict(), description="test", made_by="tests",
+                                   target_info=[{"source": "ab"[i % 2]} for i in range(6)],
                                    root=tmp_path / "pool")
     prior_path = trained[0] / "prior.pt"
     logs = tmp_path / "runs"
     run_script("finetune_prior.py", "--prior", str(prior_path), "--pool", str(pools["train"]),
                "--val-pool", str(pools["val"]), "--data", str(dataset), "--rounds", "2",
                "--k", "3", "--steps-per-round", "4", "--batch-size", "8", "--val-k", "2",
-               "--in-domain-targets", "3", "--log-dir", str(logs), "--run-name", "ft")
+               "--in-domain-targets", "3", "--rehearsal", "teacher", "--refine-steps", "2",
+               "--log-dir", str(logs), "--run-name", "ft")
     history = json.loads((logs / "ft" / "history.json").read_text())
     assert [h["round"] for h in history] == [0, 1, 2]
     assert all(h["val/val_pool_best_of_2"] > 0 and h["val/in_domain_best_of_2"] > 0
                for h in history)
     assert history[2]["pool/archive"] <= history[1]["pool/archive"]
     assert history[1]["pool/archive"] <= history[1]["pool/sampled_best_of_k"] + 1e-6
+    assert all(f"val/val_pool_{source}_best_of_2" in h for h in history for source in "ab")
+    assert history[1]["pool/es_sigma"] > 0
     tuned, start = FlowPrior.load(logs / "ft" / "prior.pt"), FlowPrior.load(prior_path)
     moved = [not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(),
                                                   start.state_dict().values(), strict=True)]
