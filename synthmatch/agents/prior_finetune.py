@@ -330,3 +330,30 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     writer.close()
     print(f"Fine-tuned prior: {run_dir / 'prior.pt'}   History: {run_dir / 'history.json'}")
     return run_dir
+
+
+def pick_round(histories: list[list[dict[str, Any]]], val_k: int = 16,
+               max_drift: float = 0.05) -> int | None:
+    """The round to use from fine-tuning runs (seeds), chosen on validation sounds only.
+
+    Among rounds 1... whose mean in-domain distance (over the runs) is within ``max_drift``
+    of round 0's, the one with the lowest mean validation-pool distance; ``None`` when no
+    round stays within the drift.
+
+    Args:
+        histories: Each run's ``history.json`` rows (rounds from 0).
+        val_k: The runs' ``--val-k`` (it names the keys).
+        max_drift: Largest relative rise of the in-domain distance accepted.
+    """
+    pool_key, domain_key = f"val/val_pool_best_of_{val_k}", f"val/in_domain_best_of_{val_k}"
+    rounds = min(len(h) for h in histories)
+    if rounds == 0 or any(pool_key not in h[0] for h in histories):
+        raise ValueError(f"the histories have no {pool_key} (a run without --val-pool, or "
+                         "another --val-k)")
+
+    def mean(key: str, r: int) -> float:
+        return float(np.mean([h[r][key] for h in histories]))
+
+    ok = [r for r in range(1, rounds)
+          if mean(domain_key, r) <= (1.0 + max_drift) * mean(domain_key, 0)]
+    return min(ok, key=lambda r: mean(pool_key, r)) if ok else None

@@ -34,3 +34,22 @@ def test_refine_archive_only_gets_closer_and_records_true_distances():
     # Unchanged rows keep their preset exactly.
     same = archive_d == start_d
     torch.testing.assert_close(archive[same], start[same])
+
+
+def test_pick_round_takes_the_best_pool_round_within_the_drift():
+    import pytest
+
+    from synthmatch.agents.prior_finetune import pick_round
+
+    def run(pool, domain):
+        return [{"round": r, "val/val_pool_best_of_16": p, "val/in_domain_best_of_16": d}
+                for r, (p, d) in enumerate(zip(pool, domain, strict=True))]
+
+    a = run([1.0, 0.8, 0.6, 0.5], [0.30, 0.31, 0.33, 0.34])
+    b = run([1.0, 0.8, 0.6, 0.5], [0.30, 0.31, 0.29, 0.34])
+    # Means of the two runs: round 2 drifts +3.3% (kept), round 3 +13% (refused).
+    assert pick_round([a, b]) == 2
+    assert pick_round([a, b], max_drift=0.2) == 3
+    assert pick_round([a], max_drift=0.01) is None
+    with pytest.raises(ValueError, match="val_pool"):
+        pick_round([a], val_k=4)

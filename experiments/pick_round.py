@@ -1,0 +1,62 @@
+"""Pick the round of fine-tuning runs (finetune_prior.py, one run per seed) to put on the
+leaderboard, from their validation figures alone: the round with the lowest mean
+validation-pool distance whose mean in-domain distance stays within --max-drift of the start.
+Prints every round's figures (mean over the runs) and the pick.
+
+    python experiments/pick_round.py --help
+    python experiments/pick_round.py runs/finetune/ft_s0 runs/finetune/ft_s1 \\
+        runs/finetune/ft_s2
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import tyro
+
+from synthmatch.agents.prior_finetune import pick_round
+from synthmatch.cli import run
+
+
+@dataclass
+class Args:
+    runs: Annotated[list[Path], tyro.conf.Positional] = field(default_factory=list)
+    """fine-tuning run directories (each with history.json)"""
+    val_k: int = 16
+    """the runs' --val-k"""
+    max_drift: float = 0.05
+    """largest relative rise of the in-domain distance accepted"""
+
+
+def main(args: Args) -> None:
+    if not args.runs:
+        raise ValueError("give at least one run directory")
+    histories = []
+    for path in args.runs:
+        if not (path / "history.json").is_file():
+            raise FileNotFoundError(f"{path} has no history.json (not a finetune_prior.py run)")
+        histories.append(json.loads((path / "history.json").read_text()))
+    picked = pick_round(histories, args.val_k, args.max_drift)
+    rounds = min(len(h) for h in histories)
+    keys = [k for k in histories[0][0] if k.startswith("val/")]
+    names = [k.removeprefix("val/").removesuffix(f"_best_of_{args.val_k}") for k in keys]
+    print(f"Mean over {len(histories)} run(s), best of {args.val_k}; change against round 0")
+    print("| round | " + " | ".join(names) + " |")
+    print("|---:|" + "---:|" * len(keys))
+    start = [np.mean([h[0][k] for h in histories]) for k in keys]
+    for r in range(rounds):
+        cells = []
+        for k, s in zip(keys, start, strict=True):
+            m = float(np.mean([h[r][k] for h in histories]))
+            cells.append(f"{m:.3f} ({m / s - 1:+.1%})")
+        print(f"| {r} | " + " | ".join(cells) + " |")
+    print(f"Picked round: {picked}" if picked is not None else
+          f"No round keeps the in-domain distance within {args.max_drift:.0%} of the start")
+
+
+if __name__ == "__main__":
+    run(main, Args, "pick_round.py")
