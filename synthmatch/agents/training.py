@@ -295,7 +295,8 @@ def save_atomic(model: BaseAlgorithm, path: Path) -> Path:
 
 class EpisodeMetrics(BaseCallback):
     """Logs finished episodes (return, final and best distance, success, param MAE, length)
-    and env throughput under ``episode/`` and ``time/``."""
+    and env throughput under ``episode/`` and ``time/``; in the search view
+    (``accept="improve"``) also the share of proposals kept, ``search/accept_rate``."""
 
     def __init__(self):
         super().__init__()
@@ -305,6 +306,13 @@ class EpisodeMetrics(BaseCallback):
         self._clock = (self.num_timesteps, time.perf_counter())
 
     def _on_step(self) -> bool:
+        obs = self.locals.get("new_obs")
+        if isinstance(obs, dict) and "last_step" in obs:
+            # Search view: the share of proposals kept (+1 kept, -1 rejected, 0 just reset).
+            outcome = np.asarray(obs["last_step"])[:, -1]
+            if (outcome != 0).any():
+                self.logger.record_mean("search/accept_rate",
+                                        float((outcome[outcome != 0] > 0).mean()))
         for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
             if not done:
                 continue

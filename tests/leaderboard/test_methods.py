@@ -192,7 +192,7 @@ def test_rl_counts_its_episode_and_stops_at_the_budget(synth, suite, prior_path,
 @pytest.mark.slow
 def test_prior_rl_refines_the_best_of_k_until_the_budget(synth, suite, prior_path, tmp_path):
     from synthmatch.leaderboard.methods.rl import PriorRL, RLPolicy, load_rl
-    from tests.agents.test_training import run_script
+    from tests.agents.test_training import run_script, tags
 
     logs = tmp_path / "runs"
     run_script("train_ppo.py", "--env-id", ENV, "--total-timesteps", "64", "--n-steps", "16",
@@ -200,6 +200,7 @@ def test_prior_rl_refines_the_best_of_k_until_the_budget(synth, suite, prior_pat
                "--eval-targets", "2", "--log-dir", str(logs), "--run-name", "refine",
                "--warm-start", str(prior_path), "--warm-start-k", "3", "--accept", "improve")
     checkpoint = logs / "refine" / "model.zip"
+    assert "search/accept_rate" in tags(logs / "refine")["scalars"]
     method = load_rl(checkpoint)
     assert isinstance(method, PriorRL) and method.name == "prior+rl"
     assert (method.min_budget, method.max_budget) == (5, None)
