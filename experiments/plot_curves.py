@@ -65,10 +65,13 @@ def main(args: Args) -> None:
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(1, len(args.tag)))
     for ax, tag in zip(axes, args.tag, strict=True):
-        for r in args.runs:
-            x, y = series(r, tag)
-            if not x:
-                raise ValueError(f"{r} has no {tag!r}")
+        found = [(r, *series(r, tag)) for r in args.runs]
+        if not any(x for _, x, _ in found):
+            raise ValueError(f"no run has {tag!r}")
+        for r, x, y in found:
+            if not x:  # a run that did not log it (an older version): a note, no line
+                print(f"note: {r} has no {tag!r}")
+                continue
             if args.smooth > 1 and len(y) >= args.smooth:
                 y = np.convolve(y, np.ones(args.smooth) / args.smooth, mode="valid").tolist()
                 x = x[args.smooth - 1:]

@@ -53,3 +53,30 @@ def test_pick_round_takes_the_best_pool_round_within_the_drift():
     assert pick_round([a], max_drift=0.01) is None
     with pytest.raises(ValueError, match="val_pool"):
         pick_round([a], val_k=4)
+
+
+def test_curves_and_pick_round_scripts_read_finetune_histories(tmp_path):
+    """plot_curves.py draws each run that logged a key (older runs lacking it get a note),
+    and pick_round.py prints the per-round table and the pick."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.agents.test_training import ROOT, run_script
+
+    keys = ("val/val_pool_best_of_16", "val/in_domain_best_of_16")
+    for name, extra in (("old", {}), ("new", {"val/val_pool_vital_best_of_16": 0.7})):
+        (tmp_path / name).mkdir()
+        rows = [{"round": r, keys[0]: 1.0 - 0.1 * r, keys[1]: 0.3, **extra} for r in range(3)]
+        (tmp_path / name / "history.json").write_text(json.dumps(rows))
+    out = run_script("plot_curves.py", str(tmp_path / "old"), str(tmp_path / "new"), "--tag",
+                     keys[0], "val/val_pool_vital_best_of_16", "--out", str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").stat().st_size > 0 and "old has no" in out.stdout
+    missing = subprocess.run([sys.executable, str(ROOT / "experiments/plot_curves.py"),
+                              str(tmp_path / "old"), "--tag", "val/nothing", "--out",
+                              str(tmp_path / "d.png")], capture_output=True, text=True,
+                             timeout=120, cwd=ROOT)
+    assert missing.returncode == 2 and "no run has" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    table = run_script("pick_round.py", str(tmp_path / "old"), str(tmp_path / "new")).stdout
+    assert "| 2 | 0.800 (-20.0%) | 0.300 (+0.0%) |" in table and "Picked round: 2" in table
