@@ -43,7 +43,7 @@ LEADERBOARD_SUITES = {"subtractive": "bench-v1/subtractive-id", "fm": "bench-v1/
                       "torchsynth": "bench-v1/torchsynth-id"}
 LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
     "subtractive": {
-        1: ["prior", "prior-rlft", "nearest", "random", "default"],
+        1: ["prior", "nearest", "prior-rlft", "random", "default"],
         16: ["prior", "prior-rlft", "rl", "nearest", "gradient", "cmaes", "random"],
         100: ["prior+gradient", "prior+rl", "prior+es", "prior+cmaes", "prior", "prior-rlft",
               "gradient", "rl", "nearest", "cmaes", "random"],
