@@ -23,7 +23,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -43,19 +43,17 @@ from synthmatch.agents.training import (
     RunSettings,
     env_kwargs,
     evaluate_model,
-    read_config,
+    resumed_settings,
     run_dir_of,
     warm_start,
 )
 from synthmatch.cli import fail as cli_fail
+from synthmatch.cli import given_flags
 from synthmatch.devices import resolve_device
 from synthmatch.envs.registration import env_settings
 from synthmatch.fileio import load_weights, temporary_name, write_json_atomic
 
 ALGO = "ppo_gpu"
-# What a resumed run may change; every setting not given comes from the run's config.json.
-RESUMABLE = ("resume", "total_timesteps", "device", "checkpoint_every", "media_every",
-             "eval_targets")
 # TensorBoard tags as train_ppo.py writes them (SB3's train/ names), so runs compare directly.
 EPISODE_TAGS = ("episode/return", "episode/length", "episode/final_distance",
                 "episode/best_distance", "episode/success_rate", "episode/param_mae")
@@ -108,31 +106,13 @@ def fail(message: object) -> NoReturn:
     cli_fail("ppo_gpu.py", message)
 
 
-def given_flags(argv: Sequence[str]) -> set[str]:
-    """Names of the fields set on the command line (``--num-envs 8`` or ``--num-envs=8``)."""
-    return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
-
-
 def resumed(args: Args, argv: Sequence[str]) -> Args:
-    """``args`` with the settings of the run that ``args.resume`` belongs to; a flag that
-    contradicts them is refused."""
-    checkpoint = Path(args.resume)
-    if not checkpoint.is_file():
-        fail(f"--resume: no checkpoint at {checkpoint}")
-    config = run_dir_of(checkpoint) / "config.json"
-    recorded = read_config(config.parent)
-    if recorded.get("algo") != ALGO:
-        fail(f"--resume: {config} is missing or not from {ALGO}; give a checkpoint under "
-             "runs/<run_name>/checkpoints/ of a ppo_gpu.py run")
-    given, kept = given_flags(argv), {}
-    for name in (f.name for f in fields(Args) if f.name in recorded and f.name != "resume"):
-        if name not in given:
-            kept[name] = recorded[name]
-        elif name not in RESUMABLE and getattr(args, name) != recorded[name]:
-            fail(f"--{name.replace('_', '-')} {getattr(args, name)} conflicts with "
-                 f"{recorded[name]} in {config}; a resumed run keeps its settings (it may "
-                 f"change only {', '.join('--' + n.replace('_', '-') for n in RESUMABLE[1:])})")
-    return replace(args, **kept)
+    """``args`` with the settings of the run that ``args.resume`` belongs to, by the rule every
+    training script shares (:func:`synthmatch.agents.training.resumed_settings`)."""
+    try:
+        return resumed_settings(args, given_flags(argv), ALGO)[0]
+    except (FileNotFoundError, ValueError) as err:
+        fail(str(err))
 
 
 def check(args: Args) -> None:

@@ -13,11 +13,12 @@ policy on the GPU). The policy reads the target and current spectrograms with a 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import synthmatch  # noqa: F401  (registers the ids)
 from synthmatch.agents.training import RunSettings, train
-from synthmatch.cli import run
+from synthmatch.cli import given_flags, run
 
 
 @dataclass
@@ -45,7 +46,7 @@ def main(args: Args) -> None:
     # log_std_init reaches the policy through training.policy_kwargs (from the run's settings).
     ppo = dict(n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
                learning_rate=args.learning_rate, gamma=args.gamma, ent_coef=args.ent_coef)
-    train("ppo", args, ppo)
+    train("ppo", args, ppo, given_flags(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ is modest by default; it is not saved in checkpoints, and a resumed run refills 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import synthmatch  # noqa: F401  (registers the ids)
 from synthmatch.agents.training import RunSettings, train
-from synthmatch.cli import run
+from synthmatch.cli import given_flags, run
 
 
 @dataclass
@@ -44,7 +45,7 @@ def main(args: Args) -> None:
                batch_size=args.batch_size, train_freq=args.train_freq,
                gradient_steps=args.gradient_steps, learning_rate=args.learning_rate,
                gamma=args.gamma)
-    train("sac", args, sac)
+    train("sac", args, sac, given_flags(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn, TypeVar
 
 import tyro
@@ -19,6 +19,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, KeyError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
     PermissionError, zipfile.BadZipFile, EOFError,
 )
+
+
+def given_flags(argv: Sequence[str]) -> set[str]:
+    """Names of the fields set on the command line (``--num-envs 8`` or ``--num-envs=8``)."""
+    return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
 
 
 def fail(prog: str, message: object) -> NoReturn:

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -150,34 +151,53 @@ def check_settings(run: RunSettings) -> None:
         raise ValueError(f"--warm-start: no prior checkpoint at {run.warm_start}")
 
 
-def resumed_settings(run: RunSettings) -> tuple[RunSettings, Path]:
-    """The settings of the run ``run.resume`` continues, and its directory.
+def resumed_settings(run: RunSettings, given: Collection[str] | None = None,
+                     algo: str | None = None) -> tuple[RunSettings, Path]:
+    """The settings of the run ``run.resume`` continues, and its directory: the one rule of
+    every training script (train_ppo.py, train_sac.py, ppo_gpu.py).
 
-    Every setting comes from the run's config.json except those in :data:`RESUMABLE`; a flag
-    that contradicts the recorded value is refused.
+    A setting not given on the command line comes from the run's config.json. A given one is
+    kept if it is in :data:`RESUMABLE` and refused if it contradicts the recorded value
+    (restating the recorded value is no conflict).
+
+    Args:
+        run: The script's settings, with ``resume`` set.
+        given: Names of the settings given on the command line
+            (:func:`synthmatch.cli.given_flags`); ``None``: those that differ from the
+            defaults of ``type(run)``.
+        algo: The ``algo`` the run's config.json must record, if any.
 
     Raises:
         FileNotFoundError: no checkpoint, or no config.json beside it.
-        ValueError: a conflicting flag (the message names it and the recorded value).
+        ValueError: a run of another algorithm, or a conflicting flag (the message names it
+            and the recorded value).
     """
     checkpoint = Path(run.resume)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
     run_dir = run_dir_of(checkpoint)
+    config = run_dir / "config.json"
     recorded = read_config(run_dir)
     if not recorded:
-        raise FileNotFoundError(f"--resume: {run_dir / 'config.json'} not found; is "
-                                f"{checkpoint} inside a training run?")
-    defaults = type(run)()
+        raise FileNotFoundError(f"--resume: {config} not found; is {checkpoint} inside a "
+                                "training run?")
+    if algo is not None and recorded.get("algo") != algo:
+        raise ValueError(f"--resume: {config} is from {recorded.get('algo')}, not {algo}; give "
+                         f"a checkpoint under runs/<run_name>/checkpoints/ of a {algo} run")
+    if given is None:
+        defaults = type(run)()
+        given = {n for n, v in asdict(run).items() if v != getattr(defaults, n)}
     updates = {}
     for name, value in asdict(run).items():
-        if name in RESUMABLE or name not in recorded:
+        if name == "resume" or name not in recorded:
             continue
-        if value != getattr(defaults, name) and value != recorded[name]:
+        if name not in given:
+            updates[name] = recorded[name]
+        elif name not in RESUMABLE and value != recorded[name]:
+            allowed = ", ".join("--" + n.replace("_", "-") for n in RESUMABLE if n != "resume")
             raise ValueError(f"--{name.replace('_', '-')} {value} conflicts with the resumed "
-                             f"run's {recorded[name]} ({run_dir / 'config.json'}); a resumed run "
-                             "keeps its settings")
-        updates[name] = recorded[name]
+                             f"run's {recorded[name]} ({config}); a resumed run keeps its "
+                             f"settings (it may change only {allowed})")
     return replace(run, **updates), run_dir
 
 
@@ -374,7 +394,8 @@ class Checkpointer(BaseCallback):
         return True
 
 
-def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any]) -> Path:
+def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any],
+          given: Collection[str] | None = None) -> Path:
     """Train (or resume) a run and evaluate it; returns the run directory.
 
     Args:
@@ -382,9 +403,11 @@ def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any]) -> Path:
         run: The script's arguments (shared settings plus its own, all logged as text and to
             config.json).
         algo_kwargs: Keyword arguments of the SB3 algorithm (n_steps, learning_rate...).
+        given: Settings given on the command line, for a resumed run (see
+            :func:`resumed_settings`).
     """
     if run.resume:
-        run, run_dir = resumed_settings(run)
+        run, run_dir = resumed_settings(run, given, algo)
     else:
         name = run.run_name or f"{run.env_id}__{algo}__{run.seed}__{int(time.time())}"
         run_dir = Path(run.log_dir) / name

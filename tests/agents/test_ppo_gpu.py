@@ -128,7 +128,7 @@ def test_resume_refuses_a_flag_that_contradicts_the_run(run):
                      "--device", "cpu", check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--num-envs 8 conflicts with 4" in lines[0]
+    assert len(lines) == 1 and "--num-envs 8 conflicts with the resumed run's 4" in lines[0]
     # Restating the run's own setting is no conflict; that run is not started here.
     module = load_script()
     args = module.Args(resume=str(run / "checkpoints/latest.pt"), num_envs=4)

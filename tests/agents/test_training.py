@@ -161,3 +161,37 @@ def test_extractor_output_and_gradients(extractor, accept):
     assert all(p.grad is not None for p in net.parameters())
     if isinstance(net, ProfileExtractor):  # the search memory reaches the features
         assert net.memory == (accept == "improve")
+
+
+def test_resumed_settings_is_one_rule_for_every_script(tmp_path):
+    """Not given: the recorded value. Given: kept if resumable, refused if it contradicts the
+    record (restating it is fine). Without the given set, what differs from the defaults
+    counts as given. A run of another algorithm is refused."""
+    from dataclasses import asdict, replace
+
+    from synthmatch.agents.training import RunSettings, resumed_settings
+    from synthmatch.cli import given_flags
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    checkpoint = run_dir / "checkpoints" / "latest.zip"
+    checkpoint.write_bytes(b"")
+    recorded = {**asdict(RunSettings()), "algo": "ppo", "num_envs": 4, "total_timesteps": 999,
+                "eval_targets": 7}
+    (run_dir / "config.json").write_text(json.dumps(recorded))
+    base = RunSettings(resume=str(checkpoint))
+
+    got, where = resumed_settings(base, given=set(), algo="ppo")
+    assert where == run_dir and (got.num_envs, got.total_timesteps, got.eval_targets) == (4, 999, 7)
+    argv = ["--resume", str(checkpoint), "--total-timesteps", "2000", "--num-envs=4"]
+    assert given_flags(argv) == {"resume", "total_timesteps", "num_envs"}
+    got, _ = resumed_settings(replace(base, total_timesteps=2000, num_envs=4), given_flags(argv))
+    assert (got.total_timesteps, got.num_envs, got.eval_targets) == (2000, 4, 7)
+    with pytest.raises(ValueError, match="--num-envs 8 conflicts with the resumed run's 4"):
+        resumed_settings(replace(base, num_envs=8), {"num_envs"})
+    with pytest.raises(ValueError, match="--num-envs 8 conflicts"):
+        resumed_settings(replace(base, num_envs=8))  # differs from the default: given
+    with pytest.raises(ValueError, match="is from ppo, not ppo_gpu"):
+        resumed_settings(base, set(), algo="ppo_gpu")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        resumed_settings(RunSettings(resume=str(tmp_path / "nope.zip")))
