@@ -25,6 +25,7 @@ import numpy as np
 import synthmatch
 from synthmatch.cli import run
 from synthmatch.data.real_sounds import (
+    INSTRUMENT_SEED_STRIDE,
     INSTRUMENTS,
     PLUGIN_DIR,
     draw_sounds,
@@ -43,6 +44,8 @@ class Args:
     """train or val (each has its own seed range)"""
     count: int = 256
     """sounds per instrument"""
+    count_of: tuple[str, ...] = ()
+    """INSTRUMENT=N: another count for some instruments, e.g. vital=2304"""
     instruments: tuple[str, ...] = INSTRUMENTS
     """instruments to play: Nekobi, Kars, vital"""
     out: Path = Path("data/pool")
@@ -53,12 +56,28 @@ class Args:
     """skip draws whose peak is below this (dBFS)"""
 
 
+def counts_of(args: Args) -> dict[str, int]:
+    """Sounds to draw per instrument: ``--count``, or its ``--count-of`` entry."""
+    counts = dict.fromkeys(args.instruments, args.count)
+    for entry in args.count_of:
+        name, _, number = entry.partition("=")
+        if name not in counts or not number.isdigit():
+            raise ValueError(f"--count-of takes INSTRUMENT=N for one of "
+                             f"{', '.join(args.instruments)}, got {entry!r}")
+        counts[name] = int(number)
+    # Each instrument's seeds start INSTRUMENT_SEED_STRIDE after the previous one's; half of
+    # that leaves room for the quiet draws that are skipped.
+    bad = {i: n for i, n in counts.items() if not 1 <= n <= INSTRUMENT_SEED_STRIDE // 2}
+    if bad:
+        raise ValueError(f"counts must be in 1..{INSTRUMENT_SEED_STRIDE // 2:,}, got {bad}")
+    return counts
+
+
 def main(args: Args) -> None:
-    if args.count < 1:
-        raise ValueError(f"--count must be >= 1, got {args.count}")
     unknown = [i for i in args.instruments if i not in INSTRUMENTS]
     if unknown:
         raise ValueError(f"unknown instrument(s) {unknown}; known: {', '.join(INSTRUMENTS)}")
+    counts = counts_of(args)
     firsts = {i: pool_seed(args.split, i) for i in args.instruments}
     if (args.out / args.split).exists():
         raise ValueError(f"{args.out / args.split} exists; a pool is never overwritten")
@@ -66,7 +85,7 @@ def main(args: Args) -> None:
     for instrument in args.instruments:
         synth = instrument_synth(instrument, args.plugin_dir)
         try:
-            audio, _, seeds = draw_sounds(synth, firsts[instrument], args.count,
+            audio, _, seeds = draw_sounds(synth, firsts[instrument], counts[instrument],
                                           args.min_peak_db, f"{args.split}/{instrument}")
         finally:
             synth.close()
@@ -76,8 +95,8 @@ def main(args: Args) -> None:
     path = write_suite(
         args.split, np.concatenate(clips), sample_rate=probe.sample_rate,
         probe=probe.to_dict(),
-        description=f"pool of real-instrument sounds ({args.count} each of "
-                    f"{', '.join(args.instruments)}), seeds from "
+        description="pool of real-instrument sounds ("
+                    + ", ".join(f"{n} of {i}" for i, n in counts.items()) + "), seeds from "
                     f"{min(firsts.values()):,}; no true parameters",
         made_by="python experiments/make_sound_pool.py " + shlex.join(sys.argv[1:]),
         target_info=info,

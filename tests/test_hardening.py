@@ -285,6 +285,12 @@ SCRIPT_ERRORS = [
      "no checkpoint at nowhere/latest.zip"),
     ("evaluate-no-args", "evaluate.py", [], "give a checkpoint or --random-policy"),
     ("evaluate-missing", "evaluate.py", ["nowhere/model.zip"], "no checkpoint at"),
+    ("pool-count-of-garbled", "make_sound_pool.py", ["--count-of", "vital=x"],
+     "--count-of takes INSTRUMENT=N for one of Nekobi, Kars, vital, got 'vital=x'"),
+    ("pool-count-of-not-played", "make_sound_pool.py",
+     ["--instruments", "Nekobi", "--count-of", "vital=3"], "for one of Nekobi, got"),
+    ("pool-count-of-zero", "make_sound_pool.py", ["--count-of", "vital=0"],
+     "counts must be in 1..50,000, got {'vital': 0}"),
 ]
 if not __import__("torch").cuda.is_available():
     SCRIPT_ERRORS.append(("ppo-device-cuda", "train_ppo.py", ["--device", "cuda"],
