@@ -215,9 +215,9 @@ class Matcher:
             synth.name)
         if path is None:
             return None
-        from synthmatch.agents.prior import FlowPrior
+        from synthmatch.leaderboard.methods.prior import load_prior
 
-        prior = FlowPrior.load(path)
+        prior = load_prior(path, str(self.device))  # the method built from it reuses it
         probe = prior.config.data.get("probe", {})
         if probe and probe.get("midi_pitch") != synth.probe.midi_pitch:
             self.log(f"note: the prior was trained at MIDI {probe.get('midi_pitch')}, the "

@@ -262,3 +262,21 @@ def test_a_finetuned_prior_is_only_taken_by_prior_rlft(synth, suite, prior_path,
     # Same weights, same draws: the fine-tuned method is the prior method on another file.
     a, b = run(tuned, synth, suite, 5), run(METHODS["prior"](prior_path), synth, suite, 5)
     assert torch.equal(a.history_params, b.history_params)
+
+
+def test_a_prior_file_is_read_once_while_it_is_unchanged(prior_path, tmp_path):
+    import os
+    import shutil
+
+    from synthmatch.leaderboard.methods.prior import load_prior
+
+    copy = tmp_path / "prior.pt"
+    shutil.copyfile(prior_path, copy)
+    first = load_prior(copy)
+    assert load_prior(copy) is first  # the match command's check, then its method
+    assert load_prior(str(copy), "cpu") is first
+    stat = copy.stat()
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert load_prior(copy) is not first  # a rewritten file is read again
+    with pytest.raises(FileNotFoundError):
+        load_prior(tmp_path / "missing.pt")

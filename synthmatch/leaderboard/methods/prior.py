@@ -4,6 +4,7 @@ renders)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +34,20 @@ PRIOR_ES_SIGMA = 0.005
 
 
 def load_prior(path: str | Path, device: str = "cpu"):
+    """A prior checkpoint, read once per process while the file is unchanged (the match command
+    checks a prior and then runs it; a leaderboard run builds several methods on one). The
+    methods only sample from it, so sharing it is safe."""
+    from synthmatch.agents.prior import FlowPrior
+
+    path = Path(path)
+    if not path.is_file():
+        return FlowPrior.load(path, device)  # its own error for a missing file
+    stat = path.stat()
+    return _load_prior(str(path.resolve()), (stat.st_mtime_ns, stat.st_size), str(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_prior(path: str, stamp: tuple[int, int], device: str):
     from synthmatch.agents.prior import FlowPrior
 
     return FlowPrior.load(path, device)
