@@ -22,8 +22,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def given_flags(argv: Sequence[str]) -> set[str]:
-    """Names of the fields set on the command line (``--num-envs 8`` or ``--num-envs=8``)."""
-    return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+    """Names of the fields set on the command line (``--num-envs 8``, ``--num-envs=8``, and
+    tyro's ``--no-progress`` for the boolean ``progress``)."""
+    names = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+    return names | {n[3:] for n in names if n.startswith("no_")}
 
 
 def fail(prog: str, message: object) -> NoReturn:

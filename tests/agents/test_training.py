@@ -185,6 +185,7 @@ def test_resumed_settings_is_one_rule_for_every_script(tmp_path):
     assert where == run_dir and (got.num_envs, got.total_timesteps, got.eval_targets) == (4, 999, 7)
     argv = ["--resume", str(checkpoint), "--total-timesteps", "2000", "--num-envs=4"]
     assert given_flags(argv) == {"resume", "total_timesteps", "num_envs"}
+    assert "progress" in given_flags(["--no-progress"])
     got, _ = resumed_settings(replace(base, total_timesteps=2000, num_envs=4), given_flags(argv))
     assert (got.total_timesteps, got.num_envs, got.eval_targets) == (2000, 4, 7)
     with pytest.raises(ValueError, match="--num-envs 8 conflicts with the resumed run's 4"):
