@@ -251,7 +251,6 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     archive = torch.zeros(pool_audio.shape[0], prior.config.num_params, device=device)
     archive_d = torch.full((pool_audio.shape[0],), float("inf"), device=device)
     sigma = torch.full((pool_audio.shape[0],), settings.refine_sigma, device=device)
-    distance = PerceptualDistance(synth.sample_rate).to(device)
     es_gen = torch.Generator(device).manual_seed(settings.seed + 2)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=settings.learning_rate)
     batch_gen = torch.Generator().manual_seed(settings.seed)
@@ -295,7 +294,7 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
             archive_d[rows] = torch.minimum(result.distance, archive_d[rows])
             sampled.append(result.distance)
         if settings.refine_steps:
-            refine_archive(synth, distance, pool_audio, archive, archive_d, sigma,
+            refine_archive(synth, matcher.distance, pool_audio, archive, archive_d, sigma,
                            settings.refine_steps, es_gen)
         # 3. Train on (sound, archived preset) pairs, with synthetic pairs rehearsed.
         prior.train()
