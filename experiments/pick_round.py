@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import tyro
 
-from synthmatch.agents.prior_finetune import pick_round
+from synthmatch.agents.prior_finetune import pick_round, rows_table
 from synthmatch.cli import run
 
 
@@ -30,6 +29,8 @@ class Args:
     """the runs' --val-k"""
     max_drift: float = 0.05
     """largest relative rise of the in-domain distance accepted"""
+    domain_ks: list[int] = field(default_factory=list)
+    """in-domain best-of-k figures that must stay within --max-drift (default: --val-k)"""
 
 
 def main(args: Args) -> None:
@@ -40,20 +41,9 @@ def main(args: Args) -> None:
         if not (path / "history.json").is_file():
             raise FileNotFoundError(f"{path} has no history.json (not a finetune_prior.py run)")
         histories.append(json.loads((path / "history.json").read_text()))
-    picked = pick_round(histories, args.val_k, args.max_drift)
-    rounds = min(len(h) for h in histories)
-    keys = [k for k in histories[0][0] if k.startswith("val/")]
-    names = [k.removeprefix("val/").removesuffix(f"_best_of_{args.val_k}") for k in keys]
-    print(f"Mean over {len(histories)} run(s), best of {args.val_k}; change against round 0")
-    print("| round | " + " | ".join(names) + " |")
-    print("|---:|" + "---:|" * len(keys))
-    start = [np.mean([h[0][k] for h in histories]) for k in keys]
-    for r in range(rounds):
-        cells = []
-        for k, s in zip(keys, start, strict=True):
-            m = float(np.mean([h[r][k] for h in histories]))
-            cells.append(f"{m:.3f} ({m / s - 1:+.1%})")
-        print(f"| {r} | " + " | ".join(cells) + " |")
+    picked = pick_round(histories, args.val_k, args.max_drift, tuple(args.domain_ks) or None)
+    print(f"Mean over {len(histories)} run(s); change against round 0")
+    print(rows_table(histories))
     print(f"Picked round: {picked}" if picked is not None else
           f"No round keeps the in-domain distance within {args.max_drift:.0%} of the start")
 

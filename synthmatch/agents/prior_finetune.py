@@ -149,6 +149,71 @@ class BestOfK:
                           for i in range(0, self.audio.shape[0], SAMPLE_CHUNK)])
 
 
+class Validation:
+    """The figures a fine-tuned prior is judged by before it meets a benchmark: the median
+    best-of-``k`` distance, for each ``k`` in ``ks``, on held-out synthetic targets of the
+    prior's synth (seeds 1,000,000..., never a suite's) and on a validation pool, with one
+    median per instrument of the pool. Keys: ``val/<set>_best_of_<k>``.
+
+    Args:
+        synth: The prior's synth (renders the in-domain targets and the samples).
+        in_domain_targets: How many held-out synthetic targets.
+        val_audio: ``(N, T)`` validation sounds, or ``None``.
+        val_sources: The instrument of each validation sound, or ``None``.
+        ks: Samples per sound (each ``k`` is the leaderboard's ``prior`` at ``k`` renders).
+    """
+
+    def __init__(self, synth: Synth, in_domain_targets: int, val_audio: Tensor | None,
+                 val_sources: list[str] | None, ks: tuple[int, ...]):
+        if val_sources is not None and (val_audio is None or len(val_sources) != len(val_audio)):
+            raise ValueError("val_sources needs one source per validation sound")
+        device = synth.device
+        with torch.no_grad():
+            audio = {"in_domain": synth.render(held_out_presets(synth, in_domain_targets)
+                                               .to(device))}
+        if val_audio is not None:
+            audio["val_pool"] = val_audio.to(device)
+        self.checks = {(key, k): BestOfK(synth, a, k, 1) for key, a in audio.items()
+                       for k in ks}
+        self.sources = val_sources
+
+    def __call__(self, prior: FlowPrior) -> dict[str, float]:
+        values = {}
+        for (key, k), check in self.checks.items():
+            d = check(prior)
+            values[f"val/{key}_best_of_{k}"] = float(d.median())
+            if key == "val_pool" and self.sources is not None:
+                for source in sorted(set(self.sources)):
+                    mine = [i for i, v in enumerate(self.sources) if v == source]
+                    values[f"val/val_pool_{source}_best_of_{k}"] = float(d[mine].median())
+        return values
+
+
+def interpolate_priors(base: FlowPrior, tuned: FlowPrior, alpha: float) -> FlowPrior:
+    """The prior whose weights are ``(1 - alpha) * base + alpha * tuned`` (WiSE-FT: Wortsman
+    et al., "Robust fine-tuning of zero-shot models", 2022). Fine-tuning moves a model away
+    from what it knew; a point on the straight line between the two often keeps most of the
+    gain on the new sounds and most of the old skill.
+
+    Raises:
+        ValueError: the priors differ in anything but their weights, or ``alpha`` is
+            outside ``[0, 1]``.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if asdict(base.config) != asdict(tuned.config):
+        raise ValueError("the priors were trained on different data or have different sizes; "
+                         "only a prior and its own fine-tuning can be interpolated")
+    mixed = FlowPrior(base.config).to(base.device)
+    tuned_state = tuned.state_dict()
+    mixed.load_state_dict({name: torch.lerp(w, tuned_state[name].to(w.device), alpha)
+                           if w.is_floating_point() else w
+                           for name, w in base.state_dict().items()})
+    mixed.finetuned = {**(tuned.finetuned or {}), "interpolated": {
+        "alpha": float(alpha), "base_finetuned": base.finetuned}}
+    return mixed.eval()
+
+
 @torch.no_grad()
 def refine_archive(synth: Synth, distance: PerceptualDistance, audio: Tensor,
                    archive: Tensor, archive_d: Tensor, sigma: Tensor, steps: int,
@@ -207,8 +272,6 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     synth = prior_synth(prior, device)
     if tuple(synth.params.names) != prior.param_names:
         raise ValueError("the prior's synth does not take all of its parameters")
-    if val_sources is not None and (val_audio is None or len(val_sources) != len(val_audio)):
-        raise ValueError("val_sources needs one source per validation sound")
     teacher = None
     if settings.rehearsal == "teacher":
         teacher = FlowPrior.load(settings.prior, device).eval().requires_grad_(False)
@@ -241,12 +304,8 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     with torch.no_grad():
         pool_mel = torch.cat([prior.mel(pool_audio[i:i + 256])
                               for i in range(0, pool_audio.shape[0], 256)])
-    in_domain_u = held_out_presets(synth, settings.in_domain_targets)
-    with torch.no_grad():
-        in_domain_audio = synth.render(in_domain_u.to(device))
-    checks = {"in_domain": BestOfK(synth, in_domain_audio, settings.val_k, 1)}
-    if val_audio is not None:
-        checks["val_pool"] = BestOfK(synth, val_audio.to(device), settings.val_k, 1)
+    validation = Validation(synth, settings.in_domain_targets, val_audio, val_sources,
+                            (settings.val_k,))
 
     archive = torch.zeros(pool_audio.shape[0], prior.config.num_params, device=device)
     archive_d = torch.full((pool_audio.shape[0],), float("inf"), device=device)
@@ -259,16 +318,7 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
 
     def validate(round_: int, extra: dict[str, float]) -> None:
         prior.eval()
-        values = {}
-        for key, check in checks.items():
-            d = check(prior)
-            values[f"val/{key}_best_of_{settings.val_k}"] = float(d.median())
-            if key == "val_pool" and val_sources is not None:
-                for source in sorted(set(val_sources)):
-                    mine = [i for i, v in enumerate(val_sources) if v == source]
-                    values[f"val/val_pool_{source}_best_of_{settings.val_k}"] = float(
-                        d[mine].median())
-        values.update(extra)
+        values = {**validation(prior), **extra}
         for key, value in values.items():
             writer.add_scalar(key, value, round_)
         history.append({"round": round_, **values})
@@ -332,27 +382,51 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
 
 
 def pick_round(histories: list[list[dict[str, Any]]], val_k: int = 16,
-               max_drift: float = 0.05) -> int | None:
-    """The round to use from fine-tuning runs (seeds), chosen on validation sounds only.
+               max_drift: float = 0.05, domain_ks: tuple[int, ...] | None = None) -> int | None:
+    """The row to use from fine-tuning runs (seeds), chosen on validation sounds only: a round
+    of ``finetune_prior.py``, or an interpolation weight of ``interpolate_prior.py`` (row 0 is
+    the starting prior in both).
 
-    Among rounds 1... whose mean in-domain distance (over the runs) is within ``max_drift``
-    of round 0's, the one with the lowest mean validation-pool distance; ``None`` when no
-    round stays within the drift.
+    Among rows 1... whose mean in-domain distance (over the runs) is within ``max_drift``
+    of row 0's at every ``k`` of ``domain_ks``, the one with the lowest mean validation-pool
+    distance at ``val_k``; ``None`` when no row stays within the drift.
 
     Args:
-        histories: Each run's ``history.json`` rows (rounds from 0).
-        val_k: The runs' ``--val-k`` (it names the keys).
+        histories: Each run's ``history.json`` rows (row 0 first).
+        val_k: The samples per sound of the validation-pool figure that ranks the rows.
         max_drift: Largest relative rise of the in-domain distance accepted.
+        domain_ks: The in-domain figures checked for drift (default: ``val_k`` alone).
     """
-    pool_key, domain_key = f"val/val_pool_best_of_{val_k}", f"val/in_domain_best_of_{val_k}"
-    rounds = min(len(h) for h in histories)
-    if rounds == 0 or any(pool_key not in h[0] for h in histories):
-        raise ValueError(f"the histories have no {pool_key} (a run without --val-pool, or "
-                         "another --val-k)")
+    pool_key = f"val/val_pool_best_of_{val_k}"
+    domain_keys = [f"val/in_domain_best_of_{k}" for k in (domain_ks or (val_k,))]
+    rows = min(len(h) for h in histories)
+    missing = [k for k in (pool_key, *domain_keys)
+               if rows and any(k not in h[0] for h in histories)]
+    if rows == 0 or missing:
+        raise ValueError(f"the histories have no {(missing or [pool_key])[0]} (a run "
+                         "without --val-pool, or other sample counts)")
 
     def mean(key: str, r: int) -> float:
         return float(np.mean([h[r][key] for h in histories]))
 
-    ok = [r for r in range(1, rounds)
-          if mean(domain_key, r) <= (1.0 + max_drift) * mean(domain_key, 0)]
+    ok = [r for r in range(1, rows)
+          if all(mean(k, r) <= (1.0 + max_drift) * mean(k, 0) for k in domain_keys)]
     return min(ok, key=lambda r: mean(pool_key, r)) if ok else None
+
+
+def rows_table(histories: list[list[dict[str, Any]]], label: str = "round") -> str:
+    """A Markdown table of the runs' validation figures, row by row (mean over the runs), each
+    with its change against row 0; ``label`` names the rows' first column (a key of the
+    rows)."""
+    rows = min(len(h) for h in histories)
+    keys = [k for k in histories[0][0] if k.startswith("val/")]
+    start = [float(np.mean([h[0][k] for h in histories])) for k in keys]
+    lines = ["| " + label + " | " + " | ".join(k.removeprefix("val/") for k in keys) + " |",
+             "|---:|" + "---:|" * len(keys)]
+    for r in range(rows):
+        cells = []
+        for k, s in zip(keys, start, strict=True):
+            m = float(np.mean([h[r][k] for h in histories]))
+            cells.append(f"{m:.3f} ({m / s - 1:+.1%})")
+        lines.append(f"| {histories[0][r].get(label, r)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -53,6 +53,45 @@ def test_pick_round_takes_the_best_pool_round_within_the_drift():
     assert pick_round([a], max_drift=0.01) is None
     with pytest.raises(ValueError, match="val_pool"):
         pick_round([a], val_k=4)
+    # With one render checked too, a row that drifts there is refused even if fine at 16.
+    for h, one in ((a, [0.50, 0.50, 0.56, 0.50]), (b, [0.50, 0.50, 0.56, 0.50])):
+        for row, d in zip(h, one, strict=True):
+            row["val/in_domain_best_of_1"] = d
+    assert pick_round([a, b], max_drift=0.2) == 3
+    assert pick_round([a, b], max_drift=0.2, domain_ks=(1, 16)) == 3
+    assert pick_round([a, b], domain_ks=(1, 16)) == 1
+    with pytest.raises(ValueError, match="in_domain_best_of_4"):
+        pick_round([a, b], domain_ks=(4,))
+
+
+def test_interpolate_priors_lies_on_the_line_and_refuses_other_priors():
+    import pytest
+
+    from synthmatch.agents.prior import FlowPrior, PriorConfig
+    from synthmatch.agents.prior_finetune import interpolate_priors
+
+    torch.manual_seed(0)
+    config = dict(param_names=["a", "b"], choice_steps=[0, 0], mel_shape=[8, 4],
+                  mel_mean=[0.0] * 8, mel_std=[1.0] * 8, sample_rate=16000, num_samples=16000,
+                  mel_settings={"n_mels": 8},
+                  embed_dim=8, hidden=8, depth=1, channels=[4])
+    base, tuned = FlowPrior(PriorConfig(**config)), FlowPrior(PriorConfig(**config))
+    tuned.finetuned = {"round": 3}
+    for alpha in (0.0, 0.3, 1.0):
+        mixed = interpolate_priors(base, tuned, alpha)
+        for name, w in mixed.state_dict().items():
+            want = base.state_dict()[name] + alpha * (tuned.state_dict()[name]
+                                                      - base.state_dict()[name])
+            torch.testing.assert_close(w, want)
+        assert mixed.finetuned == {"round": 3, "interpolated": {"alpha": alpha,
+                                                                 "base_finetuned": None}}
+    assert all(torch.equal(w, base.state_dict()[n])
+               for n, w in interpolate_priors(base, tuned, 0.0).state_dict().items())
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate_priors(base, tuned, 1.5)
+    other = FlowPrior(PriorConfig(**{**config, "hidden": 16}))
+    with pytest.raises(ValueError, match="interpolated"):
+        interpolate_priors(base, other, 0.5)
 
 
 def test_curves_and_pick_round_scripts_read_finetune_histories(tmp_path):

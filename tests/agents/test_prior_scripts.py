@@ -126,8 +126,7 @@ def test_ctrl_c_saves_a_prior_checkpoint(dataset, tmp_path):
 
 def test_prior_scripts_have_help_and_fail_clearly(tmp_path):
     for name in ("train_prior.py", "prior_results.py", "export_prior.py", "finetune_prior.py",
-                 "pick_round.py",
-                 "make_sound_pool.py"):
+                 "pick_round.py", "interpolate_prior.py", "make_sound_pool.py"):
         assert "usage" in run_script(name, "--help").stdout
     missing = subprocess.run([sys.executable, str(ROOT / "experiments/train_prior.py"),
                               "--resume", str(tmp_path / "nope.pt")],
@@ -182,6 +181,24 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
     ckpt = torch.load(logs / "ft" / "prior.pt", weights_only=True)
     assert ckpt["finetuned"]["from"] == str(prior_path) and ckpt["finetuned"]["rounds"] == 2
     assert ckpt["finetuned"]["round"] == 2 and (logs / "ft" / "rounds" / "prior_1.pt").is_file()
+    # WiSE-FT: weights on the line between the start and the fine-tuned prior, validated.
+    out = run_script("interpolate_prior.py", str(logs / "ft" / "prior.pt"), "--base",
+                     str(prior_path), "--alphas", "0", "0.5", "1", "--ks", "1", "2",
+                     "--rank-k", "2", "--in-domain-targets", "3", "--val-pool",
+                     str(pools["val"]), "--max-drift", "10", "--out", str(tmp_path / "wise"))
+    wise = tmp_path / "wise" / "ft_prior"
+    rows = json.loads((wise / "history.json").read_text())
+    assert [r["alpha"] for r in rows] == [0.0, 0.5, 1.0]
+    assert all(f"val/{key}_best_of_{k}" in r for r in rows for k in (1, 2)
+               for key in ("in_domain", "val_pool", "val_pool_a"))
+    assert "Picked weight: " in out.stdout and "| 0.5 |" in out.stdout
+    half = FlowPrior.load(wise / "prior_a0.5.pt")
+    for name, w in half.state_dict().items():
+        torch.testing.assert_close(w, 0.5 * (start.state_dict()[name] + tuned.state_dict()[name]))
+    assert all(torch.equal(w, tuned.state_dict()[n])
+               for n, w in FlowPrior.load(wise / "prior_a1.pt").state_dict().items())
+    assert half.finetuned["interpolated"]["alpha"] == 0.5
+    assert half.finetuned["interpolated"]["base"] == str(prior_path)
     no_pool = subprocess.run([sys.executable, str(ROOT / "experiments/finetune_prior.py"),
                               "--prior", str(prior_path), "--pool", str(tmp_path / "nowhere")],
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
