@@ -27,6 +27,7 @@ from synthmatch.cli import run
 from synthmatch.data.real_sounds import (
     INSTRUMENT_SEED_STRIDE,
     INSTRUMENTS,
+    MIN_PEAK_DB,
     PLUGIN_DIR,
     draw_sounds,
     instrument_synth,
@@ -52,7 +53,7 @@ class Args:
     """parent directory of the splits"""
     plugin_dir: Path = PLUGIN_DIR
     """where scripts/build_test_plugins.sh put Nekobi.vst3 and Kars.vst3"""
-    min_peak_db: float = -40.0
+    min_peak_db: float = MIN_PEAK_DB
     """skip draws whose peak is below this (dBFS)"""
 
 

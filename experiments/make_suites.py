@@ -27,7 +27,7 @@ import torch
 import tyro
 
 import synthmatch
-from synthmatch.data.real_sounds import PLUGIN_DIR, draw_sounds, instrument_synth
+from synthmatch.data.real_sounds import MIN_PEAK_DB, PLUGIN_DIR, draw_sounds, instrument_synth
 from synthmatch.envs.registration import env_synth
 from synthmatch.leaderboard.suites import SEED_BASES, SUITE_ROOT, SuiteError, write_suite
 from synthmatch.synths import ProbeNote
@@ -51,7 +51,7 @@ class Args:
     cross-vst3, cross-vital)"""
     plugin_dir: Path = PLUGIN_DIR
     """where scripts/build_test_plugins.sh put Nekobi.vst3 and Kars.vst3"""
-    min_peak_db: float = -40.0
+    min_peak_db: float = MIN_PEAK_DB
     """skip draws whose peak is below this (dBFS): nothing to match"""
     root: Path = SUITE_ROOT
     """suite directory root (the package's own by default)"""

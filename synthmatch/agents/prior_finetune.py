@@ -43,10 +43,11 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from synthmatch.agents.evaluation import held_out_presets
+from synthmatch.agents.evaluation import HELD_OUT_SEED
 from synthmatch.agents.matching import OneShotMatcher, prior_synth
 from synthmatch.agents.prior import FlowPrior
 from synthmatch.agents.prior_training import save_checkpoint
+from synthmatch.data.real_sounds import MIN_PEAK_DB, as_stored, draw_sounds
 from synthmatch.devices import resolve_device
 from synthmatch.fileio import write_json_atomic
 from synthmatch.rewards import PerceptualDistance
@@ -149,11 +150,22 @@ class BestOfK:
                           for i in range(0, self.audio.shape[0], SAMPLE_CHUNK)])
 
 
+def validation_targets(synth: Synth, count: int) -> Tensor:
+    """``(count, T)`` held-out synthetic targets made as the in-domain suites' are (random
+    presets seed by seed from 1,000,000, never a suite's seeds; quiet and clipped draws
+    skipped; read back as from their 16-bit files), so that a drift measured on them reads
+    like one measured on a suite."""
+    with torch.no_grad():
+        audio, _, _ = draw_sounds(synth, HELD_OUT_SEED, count, MIN_PEAK_DB,
+                                  "validation targets", progress=False)
+    return as_stored(torch.from_numpy(audio))
+
+
 class Validation:
     """The figures a fine-tuned prior is judged by before it meets a benchmark: the median
     best-of-``k`` distance, for each ``k`` in ``ks``, on held-out synthetic targets of the
-    prior's synth (seeds 1,000,000..., never a suite's) and on a validation pool, with one
-    median per instrument of the pool. Keys: ``val/<set>_best_of_<k>``.
+    prior's synth (:func:`validation_targets`) and on a validation pool, with one median per
+    instrument of the pool. Keys: ``val/<set>_best_of_<k>``.
 
     Args:
         synth: The prior's synth (renders the in-domain targets and the samples).
@@ -168,9 +180,7 @@ class Validation:
         if val_sources is not None and (val_audio is None or len(val_sources) != len(val_audio)):
             raise ValueError("val_sources needs one source per validation sound")
         device = synth.device
-        with torch.no_grad():
-            audio = {"in_domain": synth.render(held_out_presets(synth, in_domain_targets)
-                                               .to(device))}
+        audio = {"in_domain": validation_targets(synth, in_domain_targets).to(device)}
         if val_audio is not None:
             audio["val_pool"] = val_audio.to(device)
         self.checks = {(key, k): BestOfK(synth, a, k, 1) for key, a in audio.items()

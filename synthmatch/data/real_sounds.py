@@ -15,6 +15,8 @@ from tqdm.auto import tqdm
 from synthmatch.synths import ProbeNote, Synth, make_synth
 
 INSTRUMENTS = ("Nekobi", "Kars", "vital")
+# Draws with a quieter peak (dBFS) have nothing to match: suites and pools skip them.
+MIN_PEAK_DB = -40.0
 # First seed of each pool split; instrument i starts i * 100,000 later. Disjoint from the
 # benchmark suites (20,000,000-24,299,999), held-out targets (1,000,000...) and env seeds.
 POOL_SEED_BASES = {"train": 30_000_000, "val": 31_000_000}
@@ -48,6 +50,12 @@ def instrument_synth(instrument: str, plugin_dir: Path = PLUGIN_DIR) -> Synth:
         raise FileNotFoundError(f"{path} is missing; build it with "
                                 "scripts/build_test_plugins.sh")
     return make_synth("vst3", plugin_path=path, probe=ProbeNote())
+
+
+def as_stored(audio: torch.Tensor) -> torch.Tensor:
+    """``audio`` as it reads back from the 16-bit PCM files that suites and pools are stored
+    in: libsndfile scales by 2**15, rounds to the nearest (even) integer and clips."""
+    return (audio * 32768.0).round().clamp(-32768.0, 32767.0) / 32768.0
 
 
 def draw_sounds(synth: Synth, first_seed: int, count: int, min_peak_db: float, desc: str,

@@ -117,6 +117,31 @@ def test_draw_sounds_remakes_a_published_suite():
     assert seeds == [t["seed"] for t in suite.manifest["targets"]]
     torch.testing.assert_close(torch.from_numpy(params), suite.params)
     assert np.abs(audio - suite.audio.numpy()).max() < 2.0 / 32768  # 16-bit FLAC
+    # as_stored reads the render back as its file does: the same samples, but for the few
+    # where today's render lands on the other side of a rounding boundary (1 step).
+    from synthmatch.data.real_sounds import as_stored
+
+    stored = as_stored(torch.from_numpy(audio))
+    assert (stored != suite.audio).float().mean() < 1e-3
+    torch.testing.assert_close(stored, suite.audio, rtol=0, atol=2.0 ** -15)
+
+
+def test_as_stored_matches_libsndfile_on_halves_and_overloads():
+    import io
+
+    import soundfile
+
+    from synthmatch.data.real_sounds import as_stored
+
+    rng = np.random.default_rng(0)
+    audio = (rng.uniform(-1.2, 1.2, 4000) * rng.uniform(0, 1, 4000)).astype(np.float32)
+    audio[:6] = [1.0, -1.0, 1.5, -1.5, 0.5 / 32768, 2.5 / 32768]  # clipped, exact halves
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, 16000, subtype="PCM_16", format="FLAC")
+    buffer.seek(0)
+    stored, _ = soundfile.read(buffer, dtype="float32")
+    torch.testing.assert_close(as_stored(torch.from_numpy(audio)), torch.from_numpy(stored),
+                               rtol=0, atol=0)
 
 
 def test_pool_seeds_are_disjoint_from_every_suite():
