@@ -13,8 +13,10 @@ its result into the same cache, so a local run and a Ray run continue each other
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,7 +31,7 @@ from synthmatch.fileio import write_json_atomic
 from synthmatch.leaderboard.meter import RenderMeter
 from synthmatch.leaderboard.methods import MatchTask, Method
 from synthmatch.leaderboard.metrics import envelope_cosine, mss_distance, param_mae
-from synthmatch.leaderboard.suites import Suite
+from synthmatch.leaderboard.suites import Suite, sha256_file
 from synthmatch.rewards import PerceptualDistance
 from synthmatch.synths import Synth
 
@@ -87,6 +89,43 @@ class Job:
         return (cache_dir / slug / self.method.name.replace("+", "_") / self.key
                 / f"chunk-{chunk:03d}.json")
 
+    def file_hashes(self) -> dict[str, str]:
+        """sha256 of each file the method reads (:meth:`Method.files`), by path."""
+        return {str(p): file_sha256(str(p), *stamp(p)) for p in self.method.files()}
+
+    def cached(self, cache_dir: Path, chunk: int) -> dict[str, Any] | None:
+        """The cached result of ``chunk``, or ``None``: not computed yet, or computed from
+        files (a checkpoint retrained at the same path) whose content has changed since.
+        Results cached before files were recorded are taken as they are."""
+        path = self.cache_path(cache_dir, chunk)
+        if not path.is_file():
+            return None
+        result = json.loads(path.read_text())
+        files = result.get("files")
+        if files is not None and files != self.file_hashes():
+            changed = sorted(p for p, h in self.file_hashes().items() if files.get(p) != h)
+            print(f"{self.suite.name} {self.method.name}: {', '.join(changed)} changed since "
+                  f"chunk {chunk} was cached; computing it again", file=sys.stderr)
+            return None
+        return result
+
+    def store(self, cache_dir: Path, chunk: int, result: dict[str, Any]) -> None:
+        """Write ``result`` of ``chunk`` to the cache with the sha256 of the method's files."""
+        write_json_atomic(self.cache_path(cache_dir, chunk),
+                          {**result, "files": self.file_hashes()})
+
+
+def stamp(path: Path) -> tuple[int, int]:
+    """A file's modification time and size: a changed file changes them."""
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=64)
+def file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    """:func:`sha256_file`, read once per path while its modification time and size stay."""
+    return sha256_file(Path(path))
+
 
 def run_chunk(job: Job, chunk: int, targets: Suite) -> dict[str, Any]:
     """Run ``job.method`` on ``targets`` and measure its best preset at every budget.
@@ -135,12 +174,10 @@ def run_job(job: Job, cache_dir: Path, progress=None) -> list[dict[str, Any]]:
     cells = {b: {"suite": job.suite.name, "method": job.method.name, "budget": b,
                  "wall_s": 0.0, "targets": []} for b in job.budgets}
     for c, targets in job.chunks():
-        path = job.cache_path(cache_dir, c)
-        if path.is_file():
-            result = json.loads(path.read_text())
-        else:
+        result = job.cached(cache_dir, c)
+        if result is None:
             result = compute_chunk(job, c, targets)
-            write_json_atomic(path, result)
+            job.store(cache_dir, c, result)
         for b in job.budgets:
             part = result["budgets"][str(b)]
             cells[b]["wall_s"] += part["wall_s"]

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from synthmatch.distributed import connect, run_tasks, task_options
-from synthmatch.fileio import write_json_atomic
 from synthmatch.leaderboard.harness import Job, compute_chunk
 
 # (env id, device) -> synth, built once per worker process.
@@ -65,7 +64,7 @@ def fill_cache_ray(jobs: list[Job], cache_dir: Path, device: str = "cpu",
     todo = []
     for job in jobs:
         for c, targets in job.chunks():
-            if job.cache_path(cache_dir, c).is_file():
+            if job.cached(cache_dir, c) is not None:
                 if progress is not None:
                     progress.update(len(targets))
             else:
@@ -79,7 +78,7 @@ def fill_cache_ray(jobs: list[Job], cache_dir: Path, device: str = "cpu",
 
     def done(item: tuple[Job, int, int], result: dict[str, Any]) -> None:
         job, c, n = item
-        write_json_atomic(job.cache_path(cache_dir, c), result)
+        job.store(cache_dir, c, result)
         if progress is not None:
             progress.update(n)
 

@@ -280,3 +280,41 @@ def test_a_prior_file_is_read_once_while_it_is_unchanged(prior_path, tmp_path):
     assert load_prior(copy) is not first  # a rewritten file is read again
     with pytest.raises(FileNotFoundError):
         load_prior(tmp_path / "missing.pt")
+
+
+def test_the_cache_recomputes_a_result_whose_checkpoint_changed(synth, suite, tmp_path,
+                                                                capsys):
+    """A checkpoint retrained at the same path must not be scored from the old one's cache;
+    results cached before files were recorded are still read."""
+    import hashlib
+    import json
+
+    from synthmatch.leaderboard.harness import run_job
+    from synthmatch.leaderboard.methods.search import RandomSearch
+
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"first")
+    runs = []
+
+    class FromFile(RandomSearch):
+        def files(self):
+            return [weights]
+
+        def run(self, task):
+            runs.append(weights.read_bytes())
+            return super().run(task)
+
+    job = Job(suite, FromFile(), synth, [2], seed=1)
+    cache = tmp_path / "cache"
+    first = run_job(job, cache)
+    stored = json.loads(job.cache_path(cache, 0).read_text())
+    assert stored["files"] == {str(weights): hashlib.sha256(b"first").hexdigest()}
+    assert run_job(job, cache) == first and runs == [b"first"]  # from the cache
+    weights.write_bytes(b"second")
+    run_job(job, cache)
+    assert runs == [b"first", b"second"] and "changed since chunk 0" in capsys.readouterr().err
+    run_job(job, cache)
+    assert len(runs) == 2  # cached again, with the new file's hash
+    del stored["files"]  # a chunk cached before files were recorded
+    job.cache_path(cache, 0).write_text(json.dumps(stored))
+    assert run_job(job, cache)[0]["targets"] == first[0]["targets"] and len(runs) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -58,6 +59,11 @@ class Method(abc.ABC):
     def settings(self) -> dict[str, Any]:
         """The method's settings (JSON): recorded with results and part of the cache key."""
         return {}
+
+    def files(self) -> list[Path]:
+        """The files its results depend on (checkpoints): the cache keeps their sha256 with
+        each result and recomputes a result whose files changed since."""
+        return []
 
     @abc.abstractmethod
     def run(self, task: MatchTask) -> Tensor:

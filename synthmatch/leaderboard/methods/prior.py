@@ -76,6 +76,9 @@ class PriorMethod(Method):
     def settings(self) -> dict[str, Any]:
         return {"prior": str(self.prior_path), "ode_steps": 16}
 
+    def files(self) -> list[Path]:
+        return [self.prior_path]
+
     def matches_synth(self, synth) -> bool:
         from synthmatch.agents.matching import check_compatible
 

@@ -85,6 +85,9 @@ class RLPolicy(Method):
                 **({} if self.accept == "always" else {"accept": self.accept,
                                                        "extractor": self.config.get("extractor")})}
 
+    def files(self) -> list[Path]:
+        return [self.checkpoint, *(self.prior.files() if self.prior is not None else [])]
+
     def run(self, task: MatchTask) -> Tensor:
         from synthmatch.agents.training import env_kwargs
         from synthmatch.envs.core import SynthMatchCore
