@@ -194,8 +194,6 @@ def median_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
     Returns:
         ``(median, low, high)`` as floats.
     """
-    from scipy import stats
-
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"values must be one-dimensional, got shape {x.shape}")
@@ -209,10 +207,53 @@ def median_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
     median = float(np.median(x))
     if np.ptp(x) == 0:
         return median, median, median
+    return median, *_bootstrap((x,), np.median, confidence, n_resamples, seed, paired=False)
+
+
+def median_change_ci(base: Sequence[float] | np.ndarray, other: Sequence[float] | np.ndarray,
+                     confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+                     ) -> tuple[float, float, float]:
+    """Relative change of the median from ``base`` to ``other`` on the same items, with a
+    paired percentile-bootstrap interval (``scipy.stats.bootstrap``, ``paired=True``: each
+    resample draws items, keeping both methods' scores of an item together, so the targets'
+    own spread, shared by both, cancels).
+
+    Args:
+        base, other: Per-item scores of two methods, shape ``(n,)``, item ``i`` the same.
+        confidence, n_resamples, seed: As in :func:`median_ci`.
+
+    Returns:
+        ``(change, low, high)``: ``median(other) / median(base) - 1`` and its interval.
+    """
+    a, b = (np.asarray(v, dtype=np.float64) for v in (base, other))
+    if a.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise ValueError(f"need two one-dimensional score lists of one length, got shapes "
+                         f"{a.shape} and {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and np.all(a > 0)):
+        raise ValueError("scores must be finite and the base's positive")
+    if not 0.0 < confidence < 1.0 or n_resamples < 1:
+        raise ValueError(f"need 0 < confidence < 1 and n_resamples >= 1, got {confidence} "
+                         f"and {n_resamples}")
+
+    def change(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.median(y, axis=axis) / np.median(x, axis=axis) - 1.0
+
+    value = float(change(a, b))
+    if a.size == 1:
+        return value, value, value
+    return value, *_bootstrap((a, b), change, confidence, n_resamples, seed, paired=True)
+
+
+def _bootstrap(data: tuple[np.ndarray, ...], statistic, confidence: float, n_resamples: int,
+               seed: int, paired: bool) -> tuple[float, float]:
+    """The percentile-bootstrap interval of ``statistic`` over ``data`` (seeded)."""
+    from scipy import stats
+
     rng = np.random.default_rng(seed)
     # scipy renamed random_state to rng in 1.15; support the project's scipy>=1.10 floor too.
     key = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
-    res = stats.bootstrap((x,), np.median, n_resamples=n_resamples, confidence_level=confidence,
-                          method="percentile", vectorized=True, **{key: rng},
-                          batch=max(1, 4_000_000 // x.size))  # resamples held: ~32 MB at most
-    return median, float(res.confidence_interval.low), float(res.confidence_interval.high)
+    res = stats.bootstrap(data, statistic, n_resamples=n_resamples,
+                          confidence_level=confidence, method="percentile", vectorized=True,
+                          paired=paired, **{key: rng},
+                          batch=max(1, 4_000_000 // data[0].size))  # ~32 MB of resamples
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)

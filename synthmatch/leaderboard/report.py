@@ -60,7 +60,9 @@ def summarize(cells: list[dict], seed: int = 0) -> list[dict]:
         One dict per cell with ``suite``, ``method``, ``budget``, ``n``, for each metric in
         :data:`METRICS` ``<m>_median``, ``<m>_lo`` and ``<m>_hi`` (None when no target has
         the metric, as ``param_mae`` on suites without true parameters), ``success_rate``,
-        ``mean_renders``, ``max_renders``, ``wall_s`` and ``wall_s_per_target``. Sorted by
+        ``mean_renders``, ``max_renders``, ``wall_s``, ``wall_s_per_target`` and
+        ``target_distances`` (target name -> distance, for paired comparisons; not in the
+        CSV). Sorted by
         suite, then method in order of first appearance, then budget.
 
     Raises:
@@ -93,7 +95,8 @@ def summarize(cells: list[dict], seed: int = 0) -> list[dict]:
         wall_s = float(cell["wall_s"])
         summary.update(success_rate=sum(bool(t["success"]) for t in targets) / n,
                        mean_renders=sum(renders) / n, max_renders=max(renders), wall_s=wall_s,
-                       wall_s_per_target=wall_s / n)
+                       wall_s_per_target=wall_s / n,
+                       target_distances={t["target"]: t["distance"] for t in targets})
         summaries.append(summary)
     summaries.sort(key=lambda s: (s["suite"], method_rank[s["method"]], s["budget"]))
     return summaries
@@ -160,11 +163,13 @@ def write_csv(summaries: list[dict], path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     with open(tmp, "w", newline="") as f:
-        fields = list(dict.fromkeys(key for s in summaries for key in s))
+        fields = list(dict.fromkeys(key for s in summaries for key, v in s.items()
+                                    if not isinstance(v, dict)))
         writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         for summary in summaries:
-            writer.writerow({k: "" if v is None else v for k, v in summary.items()})
+            writer.writerow({k: "" if v is None else v for k, v in summary.items()
+                             if k in fields})
     os.replace(tmp, path)
 
 

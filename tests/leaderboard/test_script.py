@@ -45,10 +45,21 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
     page = doc.read_text()
     assert "## bench-v1/quick (6 targets)" in page and "--budgets 1 4" in page
     assert "](../lb/bench-v1__quick_curve.png)" in page
+    # Paired comparisons read the per-target distances the JSON keeps.
+    assert set(data["summaries"][0]["target_distances"]) == {f"t{i:03d}" for i in range(6)}
+    compared = run_script("compare_methods.py", f"{out}:random", f"{out}:cmaes",
+                          f"{out}:random", "--suites", "bench-v1/quick", "--budgets", "4")
+    assert compared.returncode == 0, compared.stderr
+    assert "| bench-v1/quick | 4 | " in compared.stdout
+    assert compared.stdout.rstrip().endswith("| +0.0% [+0.0%, +0.0%] |")  # random vs itself
+    wrong = run_script("compare_methods.py", f"{out}:random", f"{out}:magic", "--suites",
+                       "bench-v1/quick", "--budgets", "4")
+    assert wrong.returncode == 2 and "has no magic at 4 renders" in wrong.stderr
 
 
 def test_help_and_clear_errors(tmp_path):
     assert run_script("leaderboard.py", "--help").returncode == 0
+    assert run_script("compare_methods.py", "--help").returncode == 0
     for args, message in [
         (["--suites", "bench-v9/x"], "unknown suite 'bench-v9/x'"),
         (["--suites", "bench-v1/quick", "--methods", "magic"], "unknown method(s) ['magic']"),

@@ -1,0 +1,85 @@
+"""Compare methods on the same suite targets, paired: the relative change of each method's
+median distance against a base method's, with a paired bootstrap 95% interval. Two methods
+scored on the same targets share each target's difficulty; pairing removes it, so the
+interval answers "is B better than A on this suite", which two separate intervals of the
+medians cannot.
+
+Each run is ``DIR:METHOD``, DIR an ``--out`` of experiments/leaderboard.py (its JSON files)
+and METHOD a method in it; the first is the base. Runs of one method on other checkpoints
+(seeds) live in other output directories.
+
+    python experiments/compare_methods.py --help
+    python experiments/compare_methods.py docs/leaderboard:prior runs/lb_s0:prior-rlft \\
+        runs/lb_s1:prior-rlft --suites bench-v1/subtractive-id --budgets 1 16 100
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import tyro
+
+from synthmatch.cli import run
+from synthmatch.leaderboard.metrics import median_change_ci
+
+
+@dataclass
+class Args:
+    runs: Annotated[list[str], tyro.conf.Positional] = field(default_factory=list)
+    """DIR:METHOD for each run, the base first"""
+    suites: list[str] = field(default_factory=lambda: ["bench-v1/subtractive-id"])
+    """suites to compare on"""
+    budgets: list[int] = field(default_factory=lambda: [1, 16, 100])
+    """renders per target"""
+    seed: int = 0
+    """seed of the bootstrap resampling"""
+
+
+def distances(run_: str, suite: str, budget: int) -> dict[str, float]:
+    """Target name -> distance of ``DIR:METHOD`` on ``suite`` at ``budget``."""
+    directory, _, method = run_.rpartition(":")
+    if not directory or not method:
+        raise ValueError(f"a run is DIR:METHOD, got {run_!r}")
+    path = Path(directory) / f"{suite.replace('/', '__')}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no leaderboard results for {suite} in {directory}")
+    cells = [s for s in json.loads(path.read_text())["summaries"]
+             if s["method"] == method and s["budget"] == budget]
+    if not cells:
+        raise ValueError(f"{path} has no {method} at {budget} renders")
+    if "target_distances" not in cells[0]:
+        raise ValueError(f"{path} predates per-target results: run its leaderboard.py command "
+                         "again (its cache makes that quick)")
+    return cells[0]["target_distances"]
+
+
+def main(args: Args) -> None:
+    if len(args.runs) < 2:
+        raise ValueError("give a base run and at least one other, each as DIR:METHOD")
+    print(f"Change of the median distance against {args.runs[0]}, with a paired bootstrap 95% "
+          "interval")
+    print("| suite | renders | base median | " + " | ".join(args.runs[1:]) + " |")
+    print("|---|---:|---:|" + "---|" * (len(args.runs) - 1))
+    for suite in args.suites:
+        for budget in args.budgets:
+            base = distances(args.runs[0], suite, budget)
+            cells = []
+            for other_run in args.runs[1:]:
+                other = distances(other_run, suite, budget)
+                if set(other) != set(base):
+                    raise ValueError(f"{other_run} and {args.runs[0]} scored different targets "
+                                     f"of {suite}")
+                names = sorted(base)
+                change, lo, hi = median_change_ci([base[n] for n in names],
+                                                  [other[n] for n in names], seed=args.seed)
+                cells.append(f"{change:+.1%} [{lo:+.1%}, {hi:+.1%}]")
+            median = float(np.median(list(base.values())))
+            print(f"| {suite} | {budget} | {median:.3g} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    run(main, Args, "compare_methods.py")
