@@ -9,12 +9,15 @@ split and a validation split; tune on the validation split, never on bench-v1.
     bash scripts/build_test_plugins.sh           # Nekobi and Kars
     python experiments/make_sound_pool.py --split train --count 256 --out data/pool
     python experiments/make_sound_pool.py --split val --count 32 --out data/pool
+    python experiments/make_sound_pool.py --split train --count 256 --after data/pool/train \
+        --out data/pool_more                     # 256 more, none shared with data/pool
 
 Exit status: 0 done, 2 bad arguments, a missing instrument or an existing pool.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from dataclasses import dataclass
@@ -55,6 +58,9 @@ class Args:
     """where scripts/build_test_plugins.sh put Nekobi.vst3 and Kars.vst3"""
     min_peak_db: float = MIN_PEAK_DB
     """skip draws whose peak is below this (dBFS)"""
+    after: Path | None = None
+    """a pool of the same split to continue: each instrument's seeds start after the last one
+    it used, so the new pool shares no sound with it (grow a pool without redrawing it)"""
 
 
 def counts_of(args: Args) -> dict[str, int]:
@@ -74,12 +80,38 @@ def counts_of(args: Args) -> dict[str, int]:
     return counts
 
 
+def first_seeds(args: Args, counts: dict[str, int]) -> dict[str, int]:
+    """Each instrument's first seed: its split's start, or one past its last seed in the pool
+    that ``--after`` names."""
+    firsts = {i: pool_seed(args.split, i) for i in args.instruments}
+    if args.after is None:
+        return firsts
+    manifest = args.after / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"--after: no pool at {args.after}")
+    before = json.loads(manifest.read_text())
+    if before.get("pool_split") != args.split:
+        raise ValueError(f"--after: {args.after} is a {before.get('pool_split')!r} pool, not "
+                         f"{args.split!r}")
+    for instrument in args.instruments:
+        seeds = [t["seed"] for t in before["targets"] if t.get("source") == instrument]
+        if not seeds:
+            raise ValueError(f"--after: {args.after} has no {instrument} sounds to continue")
+        firsts[instrument] = max(seeds) + 1
+        used = firsts[instrument] - pool_seed(args.split, instrument) + counts[instrument]
+        if used > INSTRUMENT_SEED_STRIDE // 2:
+            raise ValueError(f"{instrument}: {used:,} sounds from the split's start would run "
+                             f"into the next instrument's seeds (at most "
+                             f"{INSTRUMENT_SEED_STRIDE // 2:,})")
+    return firsts
+
+
 def main(args: Args) -> None:
     unknown = [i for i in args.instruments if i not in INSTRUMENTS]
     if unknown:
         raise ValueError(f"unknown instrument(s) {unknown}; known: {', '.join(INSTRUMENTS)}")
     counts = counts_of(args)
-    firsts = {i: pool_seed(args.split, i) for i in args.instruments}
+    firsts = first_seeds(args, counts)
     if (args.out / args.split).exists():
         raise ValueError(f"{args.out / args.split} exists; a pool is never overwritten")
     clips, info = [], []

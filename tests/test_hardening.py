@@ -291,6 +291,8 @@ SCRIPT_ERRORS = [
      ["--instruments", "Nekobi", "--count-of", "vital=3"], "for one of Nekobi, got"),
     ("pool-count-of-zero", "make_sound_pool.py", ["--count-of", "vital=0"],
      "counts must be in 1..50,000, got {'vital': 0}"),
+    ("pool-after-missing", "make_sound_pool.py", ["--after", "nowhere/train"],
+     "--after: no pool at nowhere/train"),
 ]
 if not __import__("torch").cuda.is_available():
     SCRIPT_ERRORS.append(("ppo-device-cuda", "train_ppo.py", ["--device", "cuda"],

@@ -204,3 +204,23 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert no_pool.returncode == 2 and "make_sound_pool.py" in no_pool.stderr
     assert "Traceback" not in no_pool.stderr
+
+
+@pytest.mark.slow
+def test_a_pool_grows_without_redrawing_its_sounds(tmp_path):
+    """make_sound_pool.py --after continues each instrument's seeds past the pool it names."""
+    pytest.importorskip("vita")
+    pytest.importorskip("soundfile")
+    first = ["--instruments", "vital", "--count", "2", "--split", "val"]
+    run_script("make_sound_pool.py", *first, "--out", str(tmp_path / "a"))
+    run_script("make_sound_pool.py", *first, "--after", str(tmp_path / "a" / "val"), "--out",
+               str(tmp_path / "b"))
+    seeds = {name: [t["seed"] for t in json.loads(
+        (tmp_path / name / "val" / "manifest.json").read_text())["targets"]] for name in "ab"}
+    assert len(seeds["b"]) == 2 and min(seeds["b"]) > max(seeds["a"])
+    wrong = subprocess.run([sys.executable, str(ROOT / "experiments/make_sound_pool.py"),
+                            "--instruments", "vital", "--count", "2", "--split", "train",
+                            "--after", str(tmp_path / "a" / "val"), "--out",
+                            str(tmp_path / "c")], capture_output=True, text=True, timeout=120,
+                           cwd=ROOT)
+    assert wrong.returncode == 2 and "is a 'val' pool, not 'train'" in wrong.stderr

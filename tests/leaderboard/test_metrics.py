@@ -172,7 +172,7 @@ def test_median_change_ci_is_paired_and_centred_on_the_change():
     worse = base * 1.05 * rng.lognormal(0.0, 0.02, 128)  # 5% worse on every target
     change, lo, hi = median_change_ci(base, worse)
     assert change == pytest.approx(np.median(worse) / np.median(base) - 1)
-    assert lo <= change <= hi and 0.0 < lo and hi < 0.15
+    assert lo <= change <= hi and lo > 0.0 and hi < 0.15
     # Unpaired, the same data could not tell a 5% change from none: the targets' spread
     # swamps it. Pairing is what makes the interval narrow.
     shuffled = median_change_ci(base, rng.permutation(worse))
