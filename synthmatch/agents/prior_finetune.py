@@ -202,8 +202,9 @@ class Validation:
 def interpolate_priors(base: FlowPrior, tuned: FlowPrior, alpha: float) -> FlowPrior:
     """The prior whose weights are ``(1 - alpha) * base + alpha * tuned`` (WiSE-FT: Wortsman
     et al., "Robust fine-tuning of zero-shot models", 2022). Fine-tuning moves a model away
-    from what it knew; a point on the straight line between the two often keeps most of the
-    gain on the new sounds and most of the old skill.
+    from what it knew; on image classifiers, a point on the straight line between the two
+    often kept most of the new gain and most of the old skill (docs/results.md measures it on
+    this prior).
 
     Raises:
         ValueError: the priors differ in anything but their weights, or ``alpha`` is
