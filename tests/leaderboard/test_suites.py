@@ -122,7 +122,7 @@ def test_draw_sounds_remakes_a_published_suite():
     from synthmatch.data.real_sounds import as_stored
 
     stored = as_stored(torch.from_numpy(audio))
-    assert (stored != suite.audio).float().mean() < 1e-3
+    assert (stored != suite.audio).float().mean() < 1e-2  # depends on the thread count
     torch.testing.assert_close(stored, suite.audio, rtol=0, atol=2.0 ** -15)
 
 
