@@ -1,5 +1,6 @@
 """Make a pool of real-instrument sounds to learn from: random presets of Nekobi and Kars
-(VST3) and Vital, from seeds no benchmark suite uses (``synthmatch.data.real_sounds``).
+(VST3) and Vital, from seeds no benchmark suite uses (``synthmatch.data.real_sounds``). An env
+id instead (``--instruments SynthMatch-v0``) makes an in-domain pool of its synth's sounds.
 
 The pool is written like a suite (16-bit FLAC and a manifest with every seed), so
 ``finetune_prior.py`` and ``leaderboard.py --suites <dir>`` both read it. Make a training
@@ -36,6 +37,7 @@ from synthmatch.data.real_sounds import (
     instrument_synth,
     pool_seed,
 )
+from synthmatch.envs.registration import env_ids, env_synth
 from synthmatch.leaderboard.suites import write_suite
 from synthmatch.synths import ProbeNote
 
@@ -51,7 +53,8 @@ class Args:
     count_of: tuple[str, ...] = ()
     """INSTRUMENT=N: another count for some instruments, e.g. vital=2304"""
     instruments: tuple[str, ...] = INSTRUMENTS
-    """instruments to play: Nekobi, Kars, vital"""
+    """instruments to play: Nekobi, Kars, vital; or a registered env id (SynthMatch-v0...),
+    whose synth's random presets make an in-domain pool (their parameters are not kept)"""
     out: Path = Path("data/pool")
     """parent directory of the splits"""
     plugin_dir: Path = PLUGIN_DIR
@@ -106,29 +109,43 @@ def first_seeds(args: Args, counts: dict[str, int]) -> dict[str, int]:
     return firsts
 
 
+def source_synth(source: str, plugin_dir: Path):
+    """The synth that plays ``source``: an instrument, or a registered env's synth."""
+    if source in INSTRUMENTS:
+        return instrument_synth(source, plugin_dir)
+    synth = env_synth(source)
+    if synth.probe.to_dict() != ProbeNote().to_dict():
+        raise ValueError(f"{source} plays another note than the pool's default probe")
+    return synth
+
+
 def main(args: Args) -> None:
-    unknown = [i for i in args.instruments if i not in INSTRUMENTS]
+    unknown = [i for i in args.instruments if i not in INSTRUMENTS and i not in env_ids()]
     if unknown:
-        raise ValueError(f"unknown instrument(s) {unknown}; known: {', '.join(INSTRUMENTS)}")
+        raise ValueError(f"unknown instrument(s) {unknown}; known: {', '.join(INSTRUMENTS)} "
+                         "or a registered env id")
+    if sum(i not in INSTRUMENTS for i in args.instruments) > 1:
+        raise ValueError("one env id per pool: their sounds would share seeds")
     counts = counts_of(args)
     firsts = first_seeds(args, counts)
     if (args.out / args.split).exists():
         raise ValueError(f"{args.out / args.split} exists; a pool is never overwritten")
     clips, info = [], []
     for instrument in args.instruments:
-        synth = instrument_synth(instrument, args.plugin_dir)
+        synth = source_synth(instrument, args.plugin_dir)
         try:
             audio, _, seeds = draw_sounds(synth, firsts[instrument], counts[instrument],
                                           args.min_peak_db, f"{args.split}/{instrument}")
         finally:
-            synth.close()
+            if hasattr(synth, "close"):
+                synth.close()
         clips.append(audio)
         info += [{"seed": s, "source": instrument} for s in seeds]
     probe = ProbeNote()
     path = write_suite(
         args.split, np.concatenate(clips), sample_rate=probe.sample_rate,
         probe=probe.to_dict(),
-        description="pool of real-instrument sounds ("
+        description="pool of sounds ("
                     + ", ".join(f"{n} of {i}" for i, n in counts.items()) + "), seeds from "
                     f"{min(firsts.values()):,}; no true parameters",
         made_by="python experiments/make_sound_pool.py " + shlex.join(sys.argv[1:]),

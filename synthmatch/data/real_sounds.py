@@ -23,10 +23,19 @@ POOL_SEED_BASES = {"train": 30_000_000, "val": 31_000_000}
 INSTRUMENT_SEED_STRIDE = 100_000
 
 
+# Where a pool's synthetic sounds start within a split (a torch synth's random presets, for
+# learning in domain from sounds alone): past every instrument's range.
+SYNTHETIC_SEED_OFFSET = 9 * INSTRUMENT_SEED_STRIDE
+
+
 def pool_seed(split: str, instrument: str) -> int:
-    """First seed of ``instrument``'s sounds in pool split ``split`` (``train`` or ``val``)."""
+    """First seed of ``instrument``'s sounds in pool split ``split`` (``train`` or ``val``);
+    any source that is not one of :data:`INSTRUMENTS` (an env's synth) starts at
+    :data:`SYNTHETIC_SEED_OFFSET`."""
     if split not in POOL_SEED_BASES:
         raise ValueError(f"unknown pool split {split!r}; known: {', '.join(POOL_SEED_BASES)}")
+    if instrument not in INSTRUMENTS:
+        return POOL_SEED_BASES[split] + SYNTHETIC_SEED_OFFSET
     return POOL_SEED_BASES[split] + INSTRUMENTS.index(instrument) * INSTRUMENT_SEED_STRIDE
 # Where scripts/build_test_plugins.sh puts Nekobi.vst3 and Kars.vst3.
 PLUGIN_DIR = Path(os.environ.get("SYNTHMATCH_PLUGIN_DIR",

@@ -224,3 +224,24 @@ def test_a_pool_grows_without_redrawing_its_sounds(tmp_path):
                             str(tmp_path / "c")], capture_output=True, text=True, timeout=120,
                            cwd=ROOT)
     assert wrong.returncode == 2 and "is a 'val' pool, not 'train'" in wrong.stderr
+
+
+def test_an_in_domain_pool_plays_an_envs_synth_from_its_own_seeds(tmp_path):
+    """--instruments SynthMatch-v0 makes a pool of the env synth's sounds (for learning in
+    domain from sounds alone), from seeds past every instrument's."""
+    pytest.importorskip("soundfile")
+    from synthmatch.data.real_sounds import POOL_SEED_BASES, SYNTHETIC_SEED_OFFSET
+    from synthmatch.leaderboard.suites import load_suite
+
+    run_script("make_sound_pool.py", "--instruments", "SynthMatch-v0", "--count", "3",
+               "--split", "val", "--out", str(tmp_path))
+    pool = load_suite(str(tmp_path / "val"))
+    targets = pool.manifest["targets"]
+    assert len(pool) == 3 and {t["source"] for t in targets} == {"SynthMatch-v0"}
+    assert targets[0]["seed"] >= POOL_SEED_BASES["val"] + SYNTHETIC_SEED_OFFSET
+    assert max(t["seed"] for t in targets) < POOL_SEED_BASES["val"] + 1_000_000
+    two = subprocess.run([sys.executable, str(ROOT / "experiments/make_sound_pool.py"),
+                          "--instruments", "SynthMatch-v0", "SynthMatch-FM-v0", "--out",
+                          str(tmp_path / "x")], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT)
+    assert two.returncode == 2 and "one env id per pool" in two.stderr
