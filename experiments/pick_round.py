@@ -3,6 +3,11 @@ leaderboard, from their validation figures alone: the round with the lowest mean
 validation-pool distance whose mean in-domain distance stays within --max-drift of the start.
 Prints every round's figures (mean over the runs) and the pick.
 
+The drift is measured against round 0, the run's starting checkpoint. For a run that
+continues another fine-tuning run, that is not the prior trained on synthetic data alone: to
+measure against that one, give both to interpolate_prior.py (``--base <first prior>
+<chosen round> --alphas 0 1``).
+
     python experiments/pick_round.py --help
     python experiments/pick_round.py runs/finetune/ft_s0 runs/finetune/ft_s1 \\
         runs/finetune/ft_s2
