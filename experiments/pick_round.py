@@ -35,7 +35,8 @@ class Args:
     max_drift: float = 0.05
     """largest relative rise of the in-domain distance accepted"""
     domain_ks: list[int] = field(default_factory=list)
-    """in-domain best-of-k figures that must stay within --max-drift (default: --val-k)"""
+    """in-domain best-of-k figures that must stay within --max-drift (default: every one the
+    runs logged)"""
 
 
 def main(args: Args) -> None:

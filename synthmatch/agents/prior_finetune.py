@@ -95,7 +95,8 @@ class FinetuneSettings:
     learning_rate: float = 1e-4
     """AdamW learning rate (constant)"""
     val_k: int = 16
-    """samples per sound at validation (the leaderboard's prior at that many renders)"""
+    """samples per sound at validation (the leaderboard's prior at that many renders); one
+    sample is always measured too"""
     in_domain_targets: int = 64
     """held-out synthetic targets (seeds 1,000,000...) checked after each round"""
     seed: int = 0
@@ -315,8 +316,9 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     with torch.no_grad():
         pool_mel = torch.cat([prior.mel(pool_audio[i:i + 256])
                               for i in range(0, pool_audio.shape[0], 256)])
+    # One render as well: the leaderboard's first budget, where reward fine-tuning drifted most.
     validation = Validation(synth, settings.in_domain_targets, val_audio, val_sources,
-                            (settings.val_k,))
+                            tuple(sorted({1, settings.val_k})))
 
     archive = torch.zeros(pool_audio.shape[0], prior.config.num_params, device=device)
     archive_d = torch.full((pool_audio.shape[0],), float("inf"), device=device)
@@ -406,10 +408,17 @@ def pick_round(histories: list[list[dict[str, Any]]], val_k: int = 16,
         histories: Each run's ``history.json`` rows (row 0 first).
         val_k: The samples per sound of the validation-pool figure that ranks the rows.
         max_drift: Largest relative rise of the in-domain distance accepted.
-        domain_ks: The in-domain figures checked for drift (default: ``val_k`` alone).
+        domain_ks: The in-domain figures checked for drift (default: every
+            ``val/in_domain_best_of_<k>`` that all the histories have).
     """
     pool_key = f"val/val_pool_best_of_{val_k}"
-    domain_keys = [f"val/in_domain_best_of_{k}" for k in (domain_ks or (val_k,))]
+    if domain_ks is None:
+        prefix = "val/in_domain_best_of_"
+        found = [set(k for k in h[0] if k.startswith(prefix)) for h in histories if h]
+        domain_keys = sorted(set.intersection(*found)) if found else []
+        domain_keys = domain_keys or [f"{prefix}{val_k}"]
+    else:
+        domain_keys = [f"val/in_domain_best_of_{k}" for k in domain_ks]
     rows = min(len(h) for h in histories)
     missing = [k for k in (pool_key, *domain_keys)
                if rows and any(k not in h[0] for h in histories)]

@@ -60,6 +60,8 @@ def test_pick_round_takes_the_best_pool_round_within_the_drift():
     assert pick_round([a, b], max_drift=0.2) == 3
     assert pick_round([a, b], max_drift=0.2, domain_ks=(1, 16)) == 3
     assert pick_round([a, b], domain_ks=(1, 16)) == 1
+    assert pick_round([a, b]) == 1  # by default every in-domain figure logged is checked
+    assert pick_round([a, b], domain_ks=(16,)) == 2
     with pytest.raises(ValueError, match="in_domain_best_of_4"):
         pick_round([a, b], domain_ks=(4,))
 

@@ -173,6 +173,7 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
     assert history[2]["pool/archive"] <= history[1]["pool/archive"]
     assert history[1]["pool/archive"] <= history[1]["pool/sampled_best_of_k"] + 1e-6
     assert all(f"val/val_pool_{source}_best_of_2" in h for h in history for source in "ab")
+    assert all(h["val/in_domain_best_of_1"] > 0 for h in history)  # one render, always
     assert history[1]["pool/es_sigma"] > 0
     tuned, start = FlowPrior.load(logs / "ft" / "prior.pt"), FlowPrior.load(prior_path)
     moved = [not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(),
