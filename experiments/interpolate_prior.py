@@ -9,8 +9,9 @@ and on a validation pool), and picks the weight with pick_round's rule: the lowe
 validation-pool distance whose in-domain distance stays within --max-drift of the starting
 prior's at every k. Weight 0 is the starting prior, 1 the fine-tuned one.
 
-Writes ``<out>/<run>/history.json`` (one row per weight) and ``<out>/<run>/prior_a<w>.pt``
-(each loads like any prior; the leaderboard takes one with --finetuned-prior).
+Writes ``<out>/<run>/history.json`` (one row per weight) and ``<out>/<run>/prior_a<w>.pt`` for
+every weight above 0 (each loads like any prior; the leaderboard takes one with
+--finetuned-prior).
 
     python experiments/interpolate_prior.py --help
     python experiments/interpolate_prior.py --base runs/prior/subtractive/prior.pt \\
@@ -110,9 +111,11 @@ def main(args: Args) -> None:
             prior = interpolate_priors(base, tuned, alpha)
             rows.append({"round": i, "alpha": alpha,
                          **(validation(prior) if alpha else base_values)})
-            ckpt = prior.checkpoint(finetuned={**prior.finetuned, "interpolated": {
-                **prior.finetuned["interpolated"], "base": str(args.base), "tuned": str(path)}})
-            save_checkpoint(ckpt, run_dir / f"prior_a{alpha:g}.pt")
+            if alpha:  # weight 0 is --base itself
+                ckpt = prior.checkpoint(finetuned={**prior.finetuned, "interpolated": {
+                    **prior.finetuned["interpolated"], "base": str(args.base),
+                    "tuned": str(path)}})
+                save_checkpoint(ckpt, run_dir / f"prior_a{alpha:g}.pt")
             write_json_atomic(run_dir / "history.json", rows)
             bar.update(alpha > 0)
         histories.append(rows)

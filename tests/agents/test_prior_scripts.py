@@ -200,6 +200,7 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
                for n, w in FlowPrior.load(wise / "prior_a1.pt").state_dict().items())
     assert half.finetuned["interpolated"]["alpha"] == 0.5
     assert half.finetuned["interpolated"]["base"] == str(prior_path)
+    assert not (wise / "prior_a0.pt").exists()  # weight 0 is the base itself
     no_pool = subprocess.run([sys.executable, str(ROOT / "experiments/finetune_prior.py"),
                               "--prior", str(prior_path), "--pool", str(tmp_path / "nowhere")],
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
