@@ -43,9 +43,9 @@ LEADERBOARD_SUITES = {"subtractive": "bench-v1/subtractive-id", "fm": "bench-v1/
                       "torchsynth": "bench-v1/torchsynth-id"}
 LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
     "subtractive": {
-        1: ["prior", "nearest", "prior-rlft", "random", "default"],
+        1: ["prior", "prior-rlft", "nearest", "random", "default"],
         16: ["prior", "prior-rlft", "rl", "nearest", "gradient", "cmaes", "random"],
-        100: ["prior+gradient", "prior+rl", "prior+es", "prior+cmaes", "prior", "prior-rlft",
+        100: ["prior+gradient", "prior+rl", "prior+es", "prior+cmaes", "prior-rlft", "prior",
               "gradient", "rl", "nearest", "cmaes", "random"],
         1000: ["prior+gradient", "prior+cmaes", "prior+es", "prior+rl", "prior-rlft", "prior",
                "gradient", "nearest", "cmaes", "random"],
