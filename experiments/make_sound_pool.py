@@ -137,8 +137,7 @@ def main(args: Args) -> None:
             audio, _, seeds = draw_sounds(synth, firsts[instrument], counts[instrument],
                                           args.min_peak_db, f"{args.split}/{instrument}")
         finally:
-            if hasattr(synth, "close"):
-                synth.close()
+            synth.close()
         clips.append(audio)
         info += [{"seed": s, "source": instrument} for s in seeds]
     probe = ProbeNote()

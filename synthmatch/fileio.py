@@ -40,6 +40,13 @@ def load_weights(path: str | Path, what: str = "checkpoint") -> Any:
                          "made by synthmatch, or holding objects other than tensors)") from None
 
 
+def file_stamp(path: str | Path) -> tuple[int, int]:
+    """A file's modification time (ns) and size: a rewritten file changes them, so they key
+    caches of what was read from it."""
+    st = Path(path).stat()
+    return st.st_mtime_ns, st.st_size
+
+
 def temporary_name(path: Path, tag: str = "tmp") -> Path:
     """A hidden sibling of ``path`` to write before renaming: ``dir/.name.<tag>``."""
     return path.with_name(f".{path.name}.{tag}")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from synthmatch.envs.core import SUCCESS_THRESHOLD
-from synthmatch.fileio import write_json_atomic
+from synthmatch.fileio import file_stamp, write_json_atomic
 from synthmatch.leaderboard.meter import RenderMeter
 from synthmatch.leaderboard.methods import MatchTask, Method
 from synthmatch.leaderboard.metrics import envelope_cosine, mss_distance, param_mae
@@ -91,7 +91,7 @@ class Job:
 
     def file_hashes(self) -> dict[str, str]:
         """sha256 of each file the method reads (:meth:`Method.files`), by path."""
-        return {str(p): file_sha256(str(p), *stamp(p)) for p in self.method.files()}
+        return {str(p): file_sha256(str(p), file_stamp(p)) for p in self.method.files()}
 
     def cached(self, cache_dir: Path, chunk: int) -> dict[str, Any] | None:
         """The cached result of ``chunk``, or ``None``: not computed yet, or computed from
@@ -101,9 +101,9 @@ class Job:
         if not path.is_file():
             return None
         result = json.loads(path.read_text())
-        files = result.get("files")
-        if files is not None and files != self.file_hashes():
-            changed = sorted(p for p, h in self.file_hashes().items() if files.get(p) != h)
+        files, now = result.get("files"), self.file_hashes()
+        if files is not None and files != now:
+            changed = sorted(p for p, h in now.items() if files.get(p) != h)
             print(f"{self.suite.name} {self.method.name}: {', '.join(changed)} changed since "
                   f"chunk {chunk} was cached; computing it again", file=sys.stderr)
             return None
@@ -115,15 +115,9 @@ class Job:
                           {**result, "files": self.file_hashes()})
 
 
-def stamp(path: Path) -> tuple[int, int]:
-    """A file's modification time and size: a changed file changes them."""
-    st = path.stat()
-    return st.st_mtime_ns, st.st_size
-
-
 @functools.lru_cache(maxsize=64)
-def file_sha256(path: str, mtime_ns: int, size: int) -> str:
-    """:func:`sha256_file`, read once per path while its modification time and size stay."""
+def file_sha256(path: str, stamp: tuple[int, int]) -> str:
+    """:func:`sha256_file`, read once per path while its :func:`file_stamp` stays."""
     return sha256_file(Path(path))
 
 

@@ -179,6 +179,10 @@ class Synth(abc.ABC):
         self.device = resolve_device(device)
         return self
 
+    def close(self) -> None:
+        """Release worker processes or threads (plugin backends); a torch synth holds none."""
+        return None
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.num_params} params, {self.probe.sample_rate} Hz, "
                 f"{self.probe.render_duration_s} s, device={self.device})")

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from synthmatch.fileio import file_stamp
 from synthmatch.leaderboard.methods.base import MatchTask, Method, best_so_far
 from synthmatch.leaderboard.methods.gradient import STEPS_PER_START, adam_search
 from synthmatch.leaderboard.methods.search import cmaes_search
@@ -42,8 +43,7 @@ def load_prior(path: str | Path, device: str = "cpu"):
     path = Path(path)
     if not path.is_file():
         return FlowPrior.load(path, device)  # its own error for a missing file
-    stat = path.stat()
-    return _load_prior(str(path.resolve()), (stat.st_mtime_ns, stat.st_size), str(device))
+    return _load_prior(str(path.resolve()), file_stamp(path), str(device))
 
 
 @functools.lru_cache(maxsize=4)
