@@ -67,6 +67,9 @@ class Args:
     """datasets (make_dataset.py) for the nearest-neighbour method, matched by synth"""
     rl_checkpoint: tuple[Path, ...] = ()
     """trained policies (model.zip of train_ppo.py / train_sac.py), matched by env id"""
+    critic: tuple[Path, ...] = ()
+    """critics of a prior's samples (critic.pt of train_critic.py; each names its prior),
+    matched by synth: the prior+critic method"""
     finetuned_prior: tuple[Path, ...] = ()
     """priors fine-tuned by reward (prior.pt of finetune_prior.py), matched by synth: the
     prior-rlft method"""
@@ -145,7 +148,9 @@ class Resources:
         from synthmatch.leaderboard.methods.prior import (
             FinetunedPrior,
             Prior,
+            PriorCentral,
             PriorCMAES,
+            PriorCritic,
             PriorES,
             PriorGradient,
         )
@@ -153,14 +158,16 @@ class Resources:
 
         wanted = set(args.methods)
         self.loaded: dict[str, list] = {"prior": [], "dataset": [], "rl_checkpoint": [],
-                                        "finetuned_prior": []}
-        prior_classes = [c for c in (Prior, PriorCMAES, PriorGradient, PriorES)
+                                        "critic": [], "finetuned_prior": []}
+        prior_classes = [c for c in (Prior, PriorCMAES, PriorGradient, PriorES, PriorCentral)
                          if c.name in wanted]
         for path in args.prior:
             self.loaded["prior"].append([c(path, args.device) for c in prior_classes])
         if "prior-rlft" in wanted:
             self.loaded["finetuned_prior"] = [[FinetunedPrior(p, args.device)]
                                               for p in args.finetuned_prior]
+        if "prior+critic" in wanted:
+            self.loaded["critic"] = [[PriorCritic(p, args.device)] for p in args.critic]
         if "nearest" in wanted:
             self.loaded["dataset"] = [[Nearest(path)] for path in args.dataset]
         if wanted & {"rl", "prior+rl"}:
@@ -190,10 +197,10 @@ class Resources:
                         (m.env_id == env if kind == "rl_checkpoint" else m.matches_synth(s))
                         for s, env in synths for m in group[:1]):
                     m = group[0]
-                    path = getattr(m, "prior_path", None) or getattr(m, "path", None) \
-                        or getattr(m, "checkpoint", None)
+                    path = getattr(m, "critic_path", None) or getattr(m, "prior_path", None) \
+                        or getattr(m, "path", None) or getattr(m, "checkpoint", None)
                     what = {"prior": "prior", "dataset": "dataset",
-                            "rl_checkpoint": "RL checkpoint",
+                            "rl_checkpoint": "RL checkpoint", "critic": "critic",
                             "finetuned_prior": "fine-tuned prior"}[kind]
                     out.append(f"{what} {path} fits none of the suites' synths "
                                f"({', '.join(sorted({e for _, e in synths}))})")
@@ -291,7 +298,8 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
         "elapsed_s": round(elapsed, 1),
         "methods": {f"{j.suite.name} {j.method.name}": j.method.settings() for j in jobs},
         "files": {str(p): sha256_file(p)
-                  for p in (*args.prior, *args.rl_checkpoint, *args.finetuned_prior)},
+                  for p in (*args.prior, *args.rl_checkpoint, *args.critic,
+                            *args.finetuned_prior)},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for suite in suites:

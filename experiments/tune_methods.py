@@ -24,7 +24,13 @@ from synthmatch.agents.evaluation import HELD_OUT_SEED, held_out_presets
 from synthmatch.envs.registration import env_synth
 from synthmatch.leaderboard.harness import Job, run_chunk
 from synthmatch.leaderboard.methods.gradient import Gradient
-from synthmatch.leaderboard.methods.prior import PriorCMAES, PriorES, PriorGradient
+from synthmatch.leaderboard.methods.prior import (
+    PriorCentral,
+    PriorCMAES,
+    PriorCritic,
+    PriorES,
+    PriorGradient,
+)
 from synthmatch.leaderboard.methods.rl import load_rl
 from synthmatch.leaderboard.methods.search import CMAES
 from synthmatch.leaderboard.suites import Suite
@@ -39,6 +45,9 @@ GRIDS = {
     "prior-es-sigma": lambda a: [PriorES(a.prior, sigma=v)
                                  for v in (0.002, 0.005, 0.01, 0.02)],
     "prior-rl": lambda a: [load_rl(p) for p in a.rl_checkpoint],
+    "prior-critic-proposals": lambda a: [
+        *(PriorCritic(a.critic, proposals=v) for v in (64, 256, 1024)),
+        PriorCentral(PriorCritic(a.critic).prior_path)],  # the untrained control
 }
 
 
@@ -48,7 +57,8 @@ class Args:
 
     grid: str = "gradient-lr"
     """which setting to vary: gradient-lr, cmaes-sigma0, prior-cmaes-sigma0,
-    prior-gradient-lr, prior-es-sigma, or prior-rl (each --rl-checkpoint)"""
+    prior-gradient-lr, prior-es-sigma, prior-rl (each --rl-checkpoint) or
+    prior-critic-proposals (--critic)"""
     env_id: str = "SynthMatch-v0"
     """env whose synth makes the targets and matches them"""
     targets: int = 32
@@ -59,6 +69,8 @@ class Args:
     """prior checkpoint, for the prior-* grids (prior-rl: each run's own)"""
     rl_checkpoint: tuple[Path, ...] = ()
     """refiners to compare (model.zip of train_ppo.py --accept improve), for --grid prior-rl"""
+    critic: Path | None = None
+    """critic to tune (critic.pt of train_critic.py), for --grid prior-critic-proposals"""
     seed: int = 0
     """seed of the methods' random draws"""
 
@@ -81,7 +93,11 @@ def main(args: Args) -> int:
     if args.grid == "prior-rl" and not args.rl_checkpoint:
         print("tune_methods.py: error: --rl-checkpoint is needed for this grid", file=sys.stderr)
         return 2
-    if args.grid.startswith("prior") and args.grid != "prior-rl" and args.prior is None:
+    if args.grid == "prior-critic-proposals" and args.critic is None:
+        print("tune_methods.py: error: --critic is needed for this grid", file=sys.stderr)
+        return 2
+    if (args.grid.startswith("prior") and args.grid not in ("prior-rl", "prior-critic-proposals")
+            and args.prior is None):
         print("tune_methods.py: error: --prior is needed for this grid", file=sys.stderr)
         return 2
     suite, synth = validation_targets(args.env_id, args.targets)

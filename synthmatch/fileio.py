@@ -47,6 +47,17 @@ def file_stamp(path: str | Path) -> tuple[int, int]:
     return st.st_mtime_ns, st.st_size
 
 
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def temporary_name(path: Path, tag: str = "tmp") -> Path:
     """A hidden sibling of ``path`` to write before renaming: ``dir/.name.<tag>``."""
     return path.with_name(f".{path.name}.{tag}")

@@ -267,7 +267,7 @@ class SynthMatchCore:
                 target_audio[:1].expand(self.num_envs, -1).contiguous())
         self.target_features.assign_(idx, target_feats)
         # Out of place: an observation handed out earlier never changes under its holder.
-        self.target_obs = self.target_obs.index_put((idx,), self._scale_mel(target_feats.log_mel))
+        self.target_obs = self.target_obs.index_put((idx,), self.scale_mel(target_feats.log_mel))
         self.target_audio[idx] = target_audio
         self.target_params[idx] = target_u
         # params and current_mel are replaced, never written in place, so observations need no
@@ -445,7 +445,7 @@ class SynthMatchCore:
         """
         obs = {
             "target_mel": self.target_obs,
-            "current_mel": self._scale_mel(self.current_mel),
+            "current_mel": self.scale_mel(self.current_mel),
             "params": self.params,
         }
         if self.accept == "improve":
@@ -453,7 +453,9 @@ class SynthMatchCore:
         return obs
 
     @staticmethod
-    def _scale_mel(db: Tensor) -> Tensor:
+    def scale_mel(db: Tensor) -> Tensor:
+        """Log-mel in dB -> the observations' scale: ``[MEL_FLOOR_DB, MEL_CEIL_DB]`` mapped
+        onto ``[-1, 1]``, clipped."""
         scaled = (db - MEL_FLOOR_DB) * (2.0 / (MEL_CEIL_DB - MEL_FLOOR_DB)) - 1.0
         return scaled.clamp(-1.0, 1.0)
 

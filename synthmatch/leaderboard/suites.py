@@ -18,7 +18,6 @@ silent draws skipped) are disjoint from every other seed the project uses: env t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from synthmatch.fileio import sha256_file  # noqa: F401  (re-exported: suites hash files)
 
 SUITE_FORMAT = "synthmatch-suite"
 SUITE_VERSION = 1
@@ -97,14 +98,6 @@ def _soundfile():
         raise ImportError("benchmark suites are FLAC files read with soundfile: pip install "
                           "'synthmatch[leaderboard]'") from None
     return soundfile
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def available_suites(root: Path = SUITE_ROOT) -> list[str]:

@@ -70,21 +70,37 @@ def dataset_path(tmp_path_factory):
     return root
 
 
-def make(name: str, prior_path=None, dataset_path=None):
+@pytest.fixture(scope="module")
+def critic_path(synth, prior_path, tmp_path_factory):
+    """An untrained critic of the tiny prior's samples (its ranking is arbitrary but fixed)."""
+    from synthmatch.agents.critic import PresetCritic, save_critic
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("critic") / "critic.pt"
+    save_critic(PresetCritic(synth.num_params, hidden=16, channels=(4, 4, 4)), path,
+                str(prior_path))
+    return path
+
+
+def make(name: str, prior_path=None, dataset_path=None, critic_path=None):
     if name == "nearest":
         return METHODS[name](dataset_path)
+    if name in ("prior+central", "prior+critic"):  # past 8 renders: a fresh draw
+        return METHODS[name](critic_path if name == "prior+critic" else prior_path,
+                             proposals=8)
     if name.startswith("prior"):
         return METHODS[name](prior_path)
     return METHODS[name]()
 
 
 SEARCH = ["default", "random", "cmaes", "gradient", "nearest", "prior", "prior+cmaes",
-          "prior+gradient", "prior+es"]
+          "prior+gradient", "prior+es", "prior+central", "prior+critic"]
 
 
 @pytest.mark.parametrize("name", SEARCH)
 def test_renders_are_counted_exactly_and_results_repeat(name, synth, suite, request):
-    needs = {"nearest": "dataset_path"}.get(name, "prior_path" if "prior" in name else None)
+    needs = {"nearest": "dataset_path", "prior+critic": "critic_path"}.get(
+        name, "prior_path" if "prior" in name else None)
     kwargs = {needs: request.getfixturevalue(needs)} if needs else {}
     method = make(name, **kwargs)
     budget = 20 if name.startswith("prior+") else 10
@@ -217,6 +233,53 @@ def test_prior_rl_refines_the_best_of_k_until_the_budget(synth, suite, prior_pat
     d = meter.history_distance
     best = torch.cummin(d, 1).values
     assert (best[:, -1] <= d[:, 3]).all() and (best[:, -1] < d[:, 3]).any()
+
+
+def test_prior_critic_renders_each_draw_in_the_critics_order(synth, suite, critic_path,
+                                                              prior_path, tmp_path):
+    import shutil
+
+    from synthmatch.agents.critic import target_mel
+
+    method = make("prior+critic", critic_path=critic_path)
+    assert method.files() == [critic_path, prior_path]
+    meter = run(method, synth, suite, 20)
+    critic = method.critic
+    with torch.no_grad():
+        emb = critic.embed(target_mel(meter.distance, meter.target_audio))
+        for first, last in ((0, 8), (8, 16), (16, 20)):  # two full draws and a third's start
+            q = critic(emb, meter.history_params[:, first:last])
+            assert (q.diff(dim=1) >= -1e-6).all()
+    # Every rendered preset is one of the prior's samples, in the order drawn and ranked.
+    task = MatchTask(synth, meter, 0)
+    first_draw = method.sample(task, 8, 0)
+    for i in range(len(suite)):
+        rendered = meter.history_params[i, :8]
+        assert all(any(torch.equal(r, s) for s in first_draw[i]) for r in rendered)
+    small = run(make("prior+critic", critic_path=critic_path), synth, suite, 5)
+    assert torch.equal(small.history_params[:, :5], meter.history_params[:, :5])
+    # The critic is tied to its prior's samples: a changed prior file is refused.
+    moved = tmp_path / "critic.pt"
+    shutil.copy(critic_path, moved)
+    from synthmatch.agents.critic import load_critic, save_critic
+
+    other = tmp_path / "prior.pt"
+    shutil.copy(prior_path, other)
+    save_critic(load_critic(moved)[0], moved, str(other))
+    other.write_bytes(other.read_bytes() + b"changed")
+    with pytest.raises(ValueError, match="has changed since"):
+        METHODS["prior+critic"](moved)
+    other.unlink()
+    with pytest.raises(FileNotFoundError, match="which is not there"):
+        METHODS["prior+critic"](moved)
+
+
+def test_prior_central_renders_each_draw_nearest_its_median_first(synth, suite, prior_path):
+    meter = run(make("prior+central", prior_path=prior_path), synth, suite, 12)
+    first = meter.history_params[:, :8]  # the first draw, all of it
+    spread = (first - first.median(1, keepdim=True).values).abs().sum(-1)
+    assert (spread.diff(dim=1) >= 0).all()
+    assert meter.used.tolist() == [12] * len(suite)
 
 
 def test_prior_es_proposes_around_the_best_so_far(synth, suite, prior_path):

@@ -8,7 +8,9 @@ from synthmatch.leaderboard.methods.nearest import Nearest
 from synthmatch.leaderboard.methods.prior import (
     FinetunedPrior,
     Prior,
+    PriorCentral,
     PriorCMAES,
+    PriorCritic,
     PriorES,
     PriorGradient,
 )
@@ -18,10 +20,11 @@ from synthmatch.leaderboard.methods.search import CMAES, DefaultPreset, RandomSe
 # name -> class, in the order tables list them.
 METHODS: dict[str, type[Method]] = {m.name: m for m in (
     DefaultPreset, RandomSearch, CMAES, Gradient, Nearest, Prior, PriorCMAES, PriorGradient,
-    PriorES, RLPolicy, PriorRL, FinetunedPrior)}
+    PriorES, RLPolicy, PriorRL, PriorCentral, PriorCritic, FinetunedPrior)}
 # What each method needs besides the synth.
 NEEDS = {"nearest": "dataset", "prior": "prior", "prior+cmaes": "prior",
          "prior+gradient": "prior", "prior+es": "prior", "rl": "rl_checkpoint",
-         "prior+rl": "rl_checkpoint", "prior-rlft": "finetuned_prior"}
+         "prior+rl": "rl_checkpoint", "prior+central": "prior", "prior+critic": "critic",
+         "prior-rlft": "finetuned_prior"}
 
 __all__ = ["METHODS", "NEEDS", "MatchTask", "Method"]

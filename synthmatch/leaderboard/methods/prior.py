@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from synthmatch.fileio import file_stamp
+from synthmatch.fileio import file_stamp, sha256_file
 from synthmatch.leaderboard.methods.base import MatchTask, Method, best_so_far
 from synthmatch.leaderboard.methods.gradient import STEPS_PER_START, adam_search
 from synthmatch.leaderboard.methods.search import cmaes_search
@@ -32,6 +32,9 @@ PRIOR_GRADIENT_LR = 0.01
 # 0.233/0.221 for 0.002, 0.221/0.189 for 0.01 and 0.241/0.206 for 0.02 (prior+cmaes on the
 # same targets: 0.219 at 100).
 PRIOR_ES_SIGMA = 0.005
+# Prior samples a critic ranks per target per draw (drawing them renders nothing). Tuned with
+# --grid prior-critic-proposals (see the comment in experiments/tune_methods.py).
+CRITIC_PROPOSALS = 256
 
 
 def load_prior(path: str | Path, device: str = "cpu"):
@@ -196,6 +199,80 @@ class PriorES(PriorMethod):
             x = torch.where(keep[:, None], proposal, x)
             best = torch.where(keep, dp, best)
         return best_so_far(task.meter)
+
+
+class PriorCentral(PriorMethod):
+    """The prior's samples rendered in a ranked order: :data:`CRITIC_PROPOSALS` samples per
+    target, free to draw, the best ranked first; a budget past that many renders ranks a fresh
+    draw. Here the ranking is untrained, the samples nearest their coordinate-wise median
+    first (the prior's mode, roughly): the control that ``prior+critic`` must beat.
+    """
+
+    name = "prior+central"
+
+    def __init__(self, prior_path: str | Path, device: str = "cpu", *,
+                 proposals: int = CRITIC_PROPOSALS):
+        if proposals < 1:
+            raise ValueError(f"proposals must be >= 1, got {proposals}")
+        super().__init__(prior_path, device)
+        self.proposals = proposals
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "proposals": self.proposals}
+
+    def rank(self, task: MatchTask, samples: Tensor) -> Tensor:
+        """``samples`` ``(B, K, P)``, each target's in the order to render them."""
+        from synthmatch.agents.critic import central_order
+
+        order = central_order(samples)
+        return samples.gather(1, order[..., None].expand_as(samples))
+
+    def run(self, task: MatchTask) -> Tensor:
+        meter, draw = task.meter, 0
+        while int(meter.remaining().min()) > 0:
+            ranked = self.rank(task, self.sample(task, self.proposals, draw))
+            used = 0
+            while int(meter.remaining().min()) > 0 and used < self.proposals:
+                k = min(meter.next_stop() - int(meter.used.min()), self.proposals - used)
+                meter.score(ranked[:, used:used + k])
+                used += k
+            draw += 1
+        return best_so_far(meter)
+
+
+class PriorCritic(PriorCentral):
+    """:class:`PriorCentral` with a learned ranking: a critic (``experiments/train_critic.py``)
+    that predicts each sample's distance to the target without rendering it. The critic's
+    checkpoint names its prior."""
+
+    name = "prior+critic"
+
+    def __init__(self, critic_path: str | Path, device: str = "cpu", *,
+                 proposals: int = CRITIC_PROPOSALS):
+        from synthmatch.agents.critic import load_critic
+
+        self.critic_path = Path(critic_path)
+        self.critic, meta = load_critic(critic_path, device)
+        prior_path = Path(meta["prior"])
+        if not prior_path.is_file():
+            raise FileNotFoundError(f"{critic_path} ranks the samples of the prior at "
+                                    f"{prior_path}, which is not there")
+        if sha256_file(prior_path) != meta["prior_sha256"]:
+            raise ValueError(f"{prior_path} has changed since {critic_path} was trained on its "
+                             "samples; train the critic again")
+        super().__init__(prior_path, device, proposals=proposals)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "critic": str(self.critic_path)}
+
+    def files(self) -> list[Path]:
+        return [self.critic_path, *super().files()]
+
+    def rank(self, task: MatchTask, samples: Tensor) -> Tensor:
+        from synthmatch.agents.critic import rank_proposals
+
+        return rank_proposals(self.critic.to(samples.device), task.meter.distance,
+                              task.meter.target_audio, samples)
 
 
 class FinetunedPrior(Prior):
