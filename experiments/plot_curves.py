@@ -1,6 +1,7 @@
 """Plot learning curves of several runs side by side, one line per run (seeds show as the
 spread): a TensorBoard scalar of training runs (train_ppo.py, train_sac.py) or a key of the
-per-round history of fine-tuning runs (finetune_prior.py's history.json).
+per-round history of fine-tuning runs or the per-epoch one of critics (the history.json of
+finetune_prior.py and train_critic.py).
 
     python experiments/plot_curves.py --help
     python experiments/plot_curves.py runs/search_s0 runs/search_s1 runs/search_s2 \\
@@ -38,7 +39,7 @@ def series(run_dir: Path, tag: str) -> tuple[list[float], list[float]]:
     history = run_dir / "history.json"
     if history.is_file():
         rows = [r for r in json.loads(history.read_text()) if tag in r]
-        return [r["round"] for r in rows], [r[tag] for r in rows]
+        return [r.get("round", r.get("epoch")) for r in rows], [r[tag] for r in rows]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     steps, values = [], []
@@ -77,7 +78,9 @@ def main(args: Args) -> None:
                 x = x[args.smooth - 1:]
             ax.plot(x, y, marker="o" if len(x) < 20 else None, markersize=3, label=r.name)
         ax.set_title(tag)
-        ax.set_xlabel("round" if (args.runs[0] / "history.json").is_file() else "env steps")
+        history = args.runs[0] / "history.json"
+        ax.set_xlabel(("epoch" if "epoch" in json.loads(history.read_text())[0] else "round")
+                      if history.is_file() else "env steps")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,8 @@ def main(settings: CriticSettings) -> None:
     print(f"Critic: {run_dir / 'critic.pt'}   TensorBoard: {run_dir}")
     print(f"Held-out targets: rank correlation {last['rank_correlation']:.3f}; median distance "
           f"of its first choice {last['first_choice']:.3f}, of a random proposal "
-          f"{last['random_choice']:.3f}, of the best {last['best']:.3f}")
+          f"{last['random_choice']:.3f}, of the most central {last['central_choice']:.3f}, of "
+          f"the best {last['best']:.3f}")
 
 
 if __name__ == "__main__":

@@ -29,10 +29,10 @@ from synthmatch.rewards import PerceptualDistance
 from synthmatch.synths import ProbeNote, Synth, make_synth
 
 SYNTHS = ("subtractive", "fm", "torchsynth", "vital", "vst3")
-# Methods the command runs (nearest and rl need a dataset or a trained policy: use the
-# leaderboard script for those).
+# Methods the command runs (nearest, rl and prior+critic need a dataset, a policy or a
+# critic: use the leaderboard script for those).
 MATCH_METHODS = ("default", "random", "cmaes", "gradient", "prior", "prior+cmaes",
-                 "prior+gradient", "prior+es")
+                 "prior+gradient", "prior+es", "prior+central")
 DEFAULT_BUDGET = 1000
 # The trained prior that ships with the package, for the default synth at its default probe.
 DEFAULT_PRIORS = {"subtractive": "prior-subtractive.pt"}
@@ -43,10 +43,13 @@ LEADERBOARD_SUITES = {"subtractive": "bench-v1/subtractive-id", "fm": "bench-v1/
                       "torchsynth": "bench-v1/torchsynth-id"}
 LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
     "subtractive": {
-        1: ["prior", "prior-rlft", "nearest", "random", "default"],
-        16: ["prior", "prior-rlft", "rl", "nearest", "gradient", "cmaes", "random"],
-        100: ["prior+gradient", "prior+rl", "prior+es", "prior+cmaes", "prior-rlft", "prior",
-              "gradient", "rl", "nearest", "cmaes", "random"],
+        1: ["prior+critic", "prior+central", "prior", "prior-rlft", "nearest", "random",
+            "default"],
+        16: ["prior+central", "prior+critic", "prior", "prior-rlft", "rl", "nearest", "gradient",
+             "cmaes", "random"],
+        100: ["prior+gradient", "prior+rl", "prior+es", "prior+cmaes", "prior+critic",
+              "prior+central", "prior-rlft", "prior", "gradient", "rl", "nearest", "cmaes",
+              "random"],
         1000: ["prior+gradient", "prior+cmaes", "prior+es", "prior+rl", "prior-rlft", "prior",
                "gradient", "nearest", "cmaes", "random"],
     },

@@ -59,6 +59,7 @@ def test_auto_rankings_are_the_published_leaderboard():
      "prior+gradient"),
     ("subtractive", 16, ["cmaes", "gradient", "prior", "prior+cmaes", "prior+gradient"],
      "prior"),
+    ("subtractive", 1, ["prior", "prior+es", "prior+central"], "prior+central"),
     ("fm", 1000, ["default", "random", "cmaes", "gradient"], "gradient"),
     ("torchsynth", 300, ["default", "random", "cmaes"], "cmaes"),
     ("subtractive", 5, ["default", "random", "cmaes", "gradient"], "random"),
@@ -88,7 +89,8 @@ def matched(tmp_path_factory):
 
 def test_match_writes_preset_sounds_report_and_index(matched):
     out, stdout, err = matched
-    assert "with prior (32 renders each)" in err  # auto: the best at 16 renders, the prior
+    # auto: the best the command can run at 16 renders, the prior's samples in central order
+    assert "with prior+central (32 renders each)" in err
     folder = out / "t000"
     assert sorted(p.name for p in folder.iterdir()) == ["match.wav", "preset.json",
                                                         "report.html", "target.wav"]
