@@ -177,6 +177,12 @@ def param_mae(pred_u: np.ndarray, true_u: np.ndarray) -> np.ndarray:
     return np.abs(p - t).mean(axis=1)
 
 
+def _check_bootstrap(confidence: float, n_resamples: int) -> None:
+    if not 0.0 < confidence < 1.0 or n_resamples < 1:
+        raise ValueError(f"need 0 < confidence < 1 and n_resamples >= 1, got {confidence} "
+                         f"and {n_resamples}")
+
+
 def median_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
               n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Median with a percentile-bootstrap confidence interval of the median.
@@ -201,9 +207,7 @@ def median_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
         raise ValueError("values is empty; a median needs at least one value")
     if not np.all(np.isfinite(x)):
         raise ValueError("values contains NaN or infinite values; drop or fix those items first")
-    if not 0.0 < confidence < 1.0 or n_resamples < 1:
-        raise ValueError(f"need 0 < confidence < 1 and n_resamples >= 1, got {confidence} "
-                         f"and {n_resamples}")
+    _check_bootstrap(confidence, n_resamples)
     median = float(np.median(x))
     if np.ptp(x) == 0:
         return median, median, median
@@ -231,9 +235,7 @@ def median_change_ci(base: Sequence[float] | np.ndarray, other: Sequence[float] 
                          f"{a.shape} and {b.shape}")
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and np.all(a > 0)):
         raise ValueError("scores must be finite and the base's positive")
-    if not 0.0 < confidence < 1.0 or n_resamples < 1:
-        raise ValueError(f"need 0 < confidence < 1 and n_resamples >= 1, got {confidence} "
-                         f"and {n_resamples}")
+    _check_bootstrap(confidence, n_resamples)
 
     def change(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.median(y, axis=axis) / np.median(x, axis=axis) - 1.0
