@@ -108,10 +108,11 @@ def main(args: Args) -> None:
         run_dir = args.out / run_name(path)
         rows = []
         for i, alpha in enumerate(args.alphas):
-            prior = interpolate_priors(base, tuned, alpha)
-            rows.append({"round": i, "alpha": alpha,
-                         **(validation(prior) if alpha else base_values)})
-            if alpha:  # weight 0 is --base itself
+            if not alpha:  # weight 0 is --base itself: measured once above, nothing to save
+                rows.append({"round": i, "alpha": alpha, **base_values})
+            else:
+                prior = interpolate_priors(base, tuned, alpha)
+                rows.append({"round": i, "alpha": alpha, **validation(prior)})
                 ckpt = prior.checkpoint(finetuned={**prior.finetuned, "interpolated": {
                     **prior.finetuned["interpolated"], "base": str(args.base),
                     "tuned": str(path)}})

@@ -111,6 +111,17 @@ def test_train_critic_writes_a_critic_that_names_its_prior(tmp_path):
     assert "Traceback" not in again.stderr
 
 
+def test_train_critic_refuses_a_missing_prior_in_one_line(tmp_path):
+    from tests.agents.test_training import ROOT
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "train_critic.py"), "--prior",
+         str(tmp_path / "nope.pt"), "--log-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and "no prior checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
 def test_load_critic_refuses_other_checkpoints(tmp_path):
     path = tmp_path / "x.pt"
     torch.save({"state_dict": {}}, path)
