@@ -39,6 +39,7 @@ from synthmatch.devices import resolve_device
 from synthmatch.envs.core import SynthMatchCore
 from synthmatch.fileio import load_weights, sha256_file, write_json_atomic
 from synthmatch.rewards import PerceptualDistance
+from synthmatch.synths import ParamTable
 
 # Targets whose proposals are sampled, rendered and scored together.
 COLLECT_CHUNK = 64
@@ -179,10 +180,11 @@ def load_critic(path: str | Path, device: torch.device | str = "cpu"
 
 @torch.no_grad()
 def rank_proposals(critic: PresetCritic, distance: PerceptualDistance, audio: Tensor,
-                   proposals: Tensor) -> Tensor:
+                   proposals: Tensor, table: ParamTable) -> Tensor:
     """``proposals`` ``(B, K, P)`` for targets ``audio`` ``(B, T)``, each target's reordered
-    from the closest predicted to the farthest."""
-    q = critic(critic.embed(target_mel(distance, audio)), proposals)
+    from the closest predicted to the farthest. The critic reads them with their discrete
+    columns snapped (``table.quantize``), as it was trained: the synth plays them so anyway."""
+    q = critic(critic.embed(target_mel(distance, audio)), table.quantize(proposals))
     order = q.argsort(1)
     return proposals.gather(1, order[..., None].expand_as(proposals))
 

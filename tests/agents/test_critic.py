@@ -16,6 +16,7 @@ from synthmatch.agents.critic import (
     critic_loss,
     load_critic,
     rank_correlation,
+    target_mel,
 )
 
 
@@ -120,6 +121,29 @@ def test_train_critic_refuses_a_missing_prior_in_one_line(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2 and "no prior checkpoint" in result.stderr
     assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_the_critic_ranks_samples_as_the_synth_plays_them():
+    """Samples' discrete columns are snapped before the critic reads them (it trained on
+    snapped ones); the samples themselves are returned unchanged, reordered."""
+    from synthmatch.agents.critic import rank_proposals
+    from synthmatch.rewards import PerceptualDistance
+    from synthmatch.synths import make_synth
+
+    torch.manual_seed(0)
+    synth = make_synth("subtractive")
+    distance = PerceptualDistance(synth.sample_rate)
+    critic = PresetCritic(synth.num_params, hidden=32, channels=(4, 4, 4)).eval()
+    audio = torch.randn(1, synth.num_samples) * 0.1
+    proposals = torch.rand(1, 64, synth.num_params, generator=torch.Generator().manual_seed(2))
+    ranked = rank_proposals(critic, distance, audio, proposals, synth.params)
+    with torch.no_grad():
+        emb = critic.embed(target_mel(distance, audio))
+        snapped = critic(emb, synth.params.quantize(proposals)).argsort(1)
+        raw = critic(emb, proposals).argsort(1)
+    assert not torch.equal(snapped, raw)  # the snapping matters for these samples
+    torch.testing.assert_close(ranked, proposals.gather(1, snapped[..., None].expand_as(
+        proposals)))
 
 
 def test_load_critic_refuses_other_checkpoints(tmp_path):

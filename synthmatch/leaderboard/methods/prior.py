@@ -274,7 +274,7 @@ class PriorCritic(PriorCentral):
         from synthmatch.agents.critic import rank_proposals
 
         return rank_proposals(self.critic.to(samples.device), task.meter.distance,
-                              task.meter.target_audio, samples)
+                              task.meter.target_audio, samples, task.synth.params)
 
 
 class FinetunedPrior(Prior):
