@@ -183,7 +183,9 @@ def rank_proposals(critic: PresetCritic, distance: PerceptualDistance, audio: Te
                    proposals: Tensor, table: ParamTable) -> Tensor:
     """``proposals`` ``(B, K, P)`` for targets ``audio`` ``(B, T)``, each target's reordered
     from the closest predicted to the farthest. The critic reads them with their discrete
-    columns snapped (``table.quantize``), as it was trained: the synth plays them so anyway."""
+    columns snapped (``table.quantize``), as it was trained and as the synth plays them. The
+    prior's samples are already snapped (:meth:`FlowPrior.to_unit`); this guards proposals
+    from anywhere else."""
     q = critic(critic.embed(target_mel(distance, audio)), table.quantize(proposals))
     order = q.argsort(1)
     return proposals.gather(1, order[..., None].expand_as(proposals))
