@@ -69,7 +69,7 @@ class Args:
     """trained policies (model.zip of train_ppo.py / train_sac.py), matched by env id"""
     critic: tuple[Path, ...] = ()
     """critics of a prior's samples (critic.pt of train_critic.py; each names its prior),
-    matched by synth: the prior+critic method"""
+    matched by synth: prior+critic, or prior-rlft+critic for a fine-tuned prior's"""
     finetuned_prior: tuple[Path, ...] = ()
     """priors fine-tuned by reward (prior.pt of finetune_prior.py), matched by synth: the
     prior-rlft method"""
@@ -150,9 +150,9 @@ class Resources:
             Prior,
             PriorCentral,
             PriorCMAES,
-            PriorCritic,
             PriorES,
             PriorGradient,
+            critic_method,
         )
         from synthmatch.leaderboard.methods.rl import load_rl
 
@@ -166,8 +166,8 @@ class Resources:
         if "prior-rlft" in wanted:
             self.loaded["finetuned_prior"] = [[FinetunedPrior(p, args.device)]
                                               for p in args.finetuned_prior]
-        if "prior+critic" in wanted:
-            self.loaded["critic"] = [[PriorCritic(p, args.device)] for p in args.critic]
+        if wanted & {"prior+critic", "prior-rlft+critic"}:  # each critic names its prior
+            self.loaded["critic"] = [[critic_method(p, args.device)] for p in args.critic]
         if "nearest" in wanted:
             self.loaded["dataset"] = [[Nearest(path)] for path in args.dataset]
         if wanted & {"rl", "prior+rl"}:

@@ -7,6 +7,7 @@ epoch: the loss and held-out figures) and ``critic.pt``, which the leaderboard t
 
     python experiments/train_critic.py --help
     python experiments/train_critic.py --prior runs/prior/subtractive/prior.pt --seed 0
+    python experiments/train_critic.py --prior runs/finetune/x/prior.pt --pool data/pool/train
     tensorboard --logdir runs/critic
 """
 
@@ -14,12 +15,17 @@ from __future__ import annotations
 
 import json
 
-from synthmatch.agents.critic import CriticSettings, train_critic
+from synthmatch.agents.critic import CriticSettings, check_settings, train_critic
 from synthmatch.cli import run
+from synthmatch.leaderboard.suites import SuiteError, load_suite
 
 
 def main(settings: CriticSettings) -> None:
-    run_dir = train_critic(settings)
+    pool = None
+    if settings.pool is not None:  # sounds without parameters (make_sound_pool.py)
+        check_settings(settings)
+        pool = load_suite(settings.pool).audio
+    run_dir = train_critic(settings, pool)
     last = json.loads((run_dir / "history.json").read_text())[-1]
     print(f"Critic: {run_dir / 'critic.pt'}   TensorBoard: {run_dir}")
     print(f"Held-out targets: rank correlation {last['rank_correlation']:.3f}; median distance "
@@ -29,4 +35,4 @@ def main(settings: CriticSettings) -> None:
 
 
 if __name__ == "__main__":
-    run(main, CriticSettings, "train_critic.py")
+    run(main, CriticSettings, "train_critic.py", errors=(SuiteError,))

@@ -58,7 +58,11 @@ class CriticSettings:
     """the prior whose proposals the critic learns to rank (prior.pt of train_prior.py)"""
     targets: int = 8192
     """training targets: random presets of the prior's synth (a generator seeded by --seed,
-    no suite's or held-out seed)"""
+    no suite's or held-out seed); with --pool, at most this many of the pool's sounds"""
+    pool: str | None = None
+    """learn from these sounds instead (a pool of experiments/make_sound_pool.py: sounds
+    without parameters, any instrument); --val-targets of them, drawn by --seed, are held
+    out"""
     proposals: int = 32
     """prior samples rendered and scored per training target"""
     val_targets: int = 256
@@ -92,6 +96,9 @@ def check_settings(s: CriticSettings) -> None:
         raise ValueError(f"--learning-rate must be positive, got {s.learning_rate}")
     if not Path(s.prior).is_file():
         raise FileNotFoundError(f"--prior: no prior checkpoint at {s.prior}")
+    if s.pool is not None and not (Path(s.pool) / "manifest.json").is_file():
+        raise FileNotFoundError(f"--pool: no pool at {s.pool} (make one with "
+                                "experiments/make_sound_pool.py)")
     resolve_device(s.device)
 
 
@@ -193,17 +200,21 @@ def rank_proposals(critic: PresetCritic, distance: PerceptualDistance, audio: Te
 
 @torch.no_grad()
 def collect(prior: FlowPrior, synth, distance: PerceptualDistance, count: int, k: int,
-            generator: torch.Generator, desc: str) -> dict[str, Tensor]:
-    """Rewards of the prior's proposals: ``count`` random presets of ``synth`` as targets,
-    ``k`` prior samples each, rendered and scored. Returns ``target_mel`` ``(N, n_mels,
-    frames)`` (float16), ``proposals`` ``(N, k, P)`` and ``distance`` ``(N, k)``."""
+            generator: torch.Generator, desc: str,
+            sounds: Tensor | None = None) -> dict[str, Tensor]:
+    """Rewards of the prior's proposals: ``count`` targets, ``k`` prior samples each,
+    rendered and scored. The targets are random presets of ``synth``, or the first ``count``
+    of ``sounds`` ``(N, T)`` if given. Returns ``target_mel`` ``(N, n_mels, frames)``
+    (float16), ``proposals`` ``(N, k, P)`` and ``distance`` ``(N, k)``."""
     columns = check_compatible(prior, synth)
     mels, proposals, distances = [], [], []
     with tqdm(total=count, desc=desc, unit="target") as bar:
         for start in range(0, count, COLLECT_CHUNK):
             n = min(COLLECT_CHUNK, count - start)
-            u = synth.params.sample(n, generator, device=synth.device)
-            audio = synth.render(u)
+            if sounds is None:
+                audio = synth.render(synth.params.sample(n, generator, device=synth.device))
+            else:
+                audio = sounds[start:start + n].to(synth.device)
             samples = prior.sample_audio(audio.to(prior.device), k,
                                          generator=generator)[..., columns].to(synth.device)
             samples = synth.params.quantize(samples.reshape(n * k, -1)).reshape(n, k, -1)
@@ -215,8 +226,11 @@ def collect(prior: FlowPrior, synth, distance: PerceptualDistance, count: int, k
             "distance": torch.cat(distances)}
 
 
-def train_critic(settings: CriticSettings) -> Path:
+def train_critic(settings: CriticSettings, pool_audio: Tensor | None = None) -> Path:
     """Collect the prior's rewards, fit the critic, and save it; returns the run directory.
+
+    ``pool_audio`` ``(N, T)``: the sounds of ``settings.pool`` (loaded by the caller), the
+    targets instead of random presets.
 
     The run directory holds ``config.json``, TensorBoard events, ``history.json`` (per epoch:
     the loss, and on the held-out targets the mean within-target rank correlation and the
@@ -224,6 +238,8 @@ def train_critic(settings: CriticSettings) -> Path:
     the best) and ``critic.pt``.
     """
     check_settings(settings)
+    if (pool_audio is None) != (settings.pool is None):
+        raise ValueError("give pool_audio exactly when settings.pool is set")
     device = resolve_device(settings.device)
     name = settings.run_name or f"{Path(settings.prior).parent.name}_s{settings.seed}_" \
                                 f"{int(time.time())}"
@@ -235,9 +251,18 @@ def train_critic(settings: CriticSettings) -> Path:
     synth = prior_synth(prior, device)
     distance = PerceptualDistance(synth.sample_rate).to(device)
     generator = torch.Generator(device).manual_seed(settings.seed)
-    total = settings.targets + settings.val_targets
+    total, sounds = settings.targets + settings.val_targets, pool_audio
+    if sounds is not None:
+        if sounds.shape[0] <= settings.val_targets:
+            raise ValueError(f"--pool holds {sounds.shape[0]} sounds: more than --val-targets "
+                             f"({settings.val_targets}) are needed")
+        total = min(total, sounds.shape[0])
+        # A pool is stored instrument by instrument: shuffle, so that both splits mix them.
+        order = torch.randperm(sounds.shape[0], generator=torch.Generator().manual_seed(
+            settings.seed))
+        sounds = sounds[order[:total]]
     data = collect(prior, synth, distance, total, settings.proposals, generator,
-                   "rendering the prior's proposals")
+                   "rendering the prior's proposals", sounds)
     log_d = data["distance"].clamp_min(MIN_DISTANCE).log()
     train_idx = torch.arange(settings.val_targets, total)
     val_idx = torch.arange(settings.val_targets)

@@ -112,6 +112,38 @@ def test_train_critic_writes_a_critic_that_names_its_prior(tmp_path):
     assert "Traceback" not in again.stderr
 
 
+def test_train_critic_learns_from_a_pool_of_sounds_without_parameters(tmp_path):
+    pytest.importorskip("flow_matching")
+    from synthmatch.leaderboard.suites import write_suite
+    from synthmatch.synths import make_synth
+    from tests.agents.test_prior import tiny_prior
+    from tests.agents.test_training import ROOT, run_script
+
+    synth = make_synth("subtractive")
+    prior = tiny_prior(synth)
+    prior.config.data = {"synth": "subtractive", "n": 1}
+    prior_path = tmp_path / "prior.pt"
+    torch.save(prior.checkpoint(), prior_path)
+    with torch.no_grad():
+        audio = synth.render(synth.params.sample(10, torch.Generator().manual_seed(3)))
+    write_suite("pool/train", audio.numpy(), sample_rate=synth.sample_rate,
+                probe=synth.probe.to_dict(), description="test pool", made_by="tests",
+                env_id=None, params=None, param_names=None, root=tmp_path)
+    pool = tmp_path / "pool" / "train"
+    run_script("train_critic.py", "--prior", str(prior_path), "--pool", str(pool),
+               "--targets", "1000", "--proposals", "3", "--val-targets", "4", "--epochs", "1",
+               "--batch-size", "4", "--hidden", "16", "--log-dir", str(tmp_path / "runs"),
+               "--run-name", "p")
+    row = json.loads((tmp_path / "runs" / "p" / "history.json").read_text())[-1]
+    assert row["best"] <= row["random_choice"]
+    too_small = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "train_critic.py"), "--prior",
+         str(prior_path), "--pool", str(pool), "--val-targets", "10",
+         "--log-dir", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert too_small.returncode == 2 and "more than --val-targets" in too_small.stderr
+
+
 def test_train_critic_refuses_a_missing_prior_in_one_line(tmp_path):
     from tests.agents.test_training import ROOT
 

@@ -275,6 +275,30 @@ def test_prior_critic_renders_each_draw_in_the_critics_order(synth, suite, criti
         METHODS["prior+critic"](moved)
 
 
+def test_a_critic_of_a_finetuned_prior_is_prior_rlft_critic(synth, suite, prior_path,
+                                                             critic_path, tmp_path):
+    from synthmatch.agents.critic import load_critic, save_critic
+    from synthmatch.leaderboard.methods.prior import critic_method
+
+    ckpt = torch.load(prior_path, weights_only=True)
+    tuned_path = tmp_path / "tuned.pt"
+    torch.save({**ckpt, "finetuned": {"from": str(prior_path), "rounds": 1, "k": 4,
+                                      "seed": 0}}, tuned_path)
+    tuned_critic = tmp_path / "critic.pt"
+    save_critic(load_critic(critic_path)[0], tuned_critic, str(tuned_path))
+    method = critic_method(tuned_critic)
+    assert method.name == "prior-rlft+critic" and method.prior_path == tuned_path
+    assert critic_method(critic_path).name == "prior+critic"
+    with pytest.raises(ValueError, match="--finetuned-prior"):
+        METHODS["prior+critic"](tuned_critic)
+    with pytest.raises(ValueError, match="was not made by finetune_prior.py"):
+        METHODS["prior-rlft+critic"](critic_path)
+    # Same weights, same draws, same critic: the same renders as prior+critic.
+    a = run(method, synth, suite, 9)
+    b = run(critic_method(critic_path), synth, suite, 9)
+    assert torch.equal(a.history_params, b.history_params)
+
+
 def test_prior_central_renders_each_draw_nearest_its_median_first(synth, suite, prior_path):
     meter = run(make("prior+central", prior_path=prior_path), synth, suite, 12)
     first = meter.history_params[:, :8]  # the first draw, all of it

@@ -7,6 +7,7 @@ from synthmatch.leaderboard.methods.gradient import Gradient
 from synthmatch.leaderboard.methods.nearest import Nearest
 from synthmatch.leaderboard.methods.prior import (
     FinetunedPrior,
+    FinetunedPriorCritic,
     Prior,
     PriorCentral,
     PriorCMAES,
@@ -20,11 +21,12 @@ from synthmatch.leaderboard.methods.search import CMAES, DefaultPreset, RandomSe
 # name -> class, in the order tables list them.
 METHODS: dict[str, type[Method]] = {m.name: m for m in (
     DefaultPreset, RandomSearch, CMAES, Gradient, Nearest, Prior, PriorCMAES, PriorGradient,
-    PriorES, RLPolicy, PriorRL, PriorCentral, PriorCritic, FinetunedPrior)}
+    PriorES, RLPolicy, PriorRL, PriorCentral, PriorCritic, FinetunedPrior,
+    FinetunedPriorCritic)}
 # What each method needs besides the synth.
 NEEDS = {"nearest": "dataset", "prior": "prior", "prior+cmaes": "prior",
          "prior+gradient": "prior", "prior+es": "prior", "rl": "rl_checkpoint",
          "prior+rl": "rl_checkpoint", "prior+central": "prior", "prior+critic": "critic",
-         "prior-rlft": "finetuned_prior"}
+         "prior-rlft": "finetuned_prior", "prior-rlft+critic": "critic"}
 
 __all__ = ["METHODS", "NEEDS", "MatchTask", "Method"]

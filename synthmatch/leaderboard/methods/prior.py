@@ -277,6 +277,25 @@ class PriorCritic(PriorCentral):
                               task.meter.target_audio, samples, task.synth.params)
 
 
+class FinetunedPriorCritic(PriorCritic):
+    """:class:`PriorCritic` on a prior fine-tuned by reward (``prior-rlft``'s checkpoint),
+    with a critic trained on sounds without parameters (``train_critic.py --pool``): both
+    learned from rewards alone."""
+
+    name = "prior-rlft+critic"
+    finetuned = True
+
+
+def critic_method(critic_path: str | Path, device: str = "cpu") -> PriorCritic:
+    """The method a critic checkpoint is for: :class:`FinetunedPriorCritic` if the prior it
+    ranks was fine-tuned by reward, else :class:`PriorCritic`."""
+    from synthmatch.agents.critic import load_critic
+
+    prior_path = Path(load_critic(critic_path)[1]["prior"])
+    tuned = prior_path.is_file() and load_prior(prior_path).finetuned is not None
+    return (FinetunedPriorCritic if tuned else PriorCritic)(critic_path, device)
+
+
 class FinetunedPrior(Prior):
     """The best of K samples of a prior fine-tuned by reward on sounds without parameters
     (``experiments/finetune_prior.py``): the same method as ``prior``, another checkpoint."""
