@@ -78,18 +78,26 @@ def test_the_critic_learns_a_ranking_from_rewards():
     assert float(after.mean()) > 0.8
 
 
-def test_train_critic_writes_a_critic_that_names_its_prior(tmp_path):
+def subtractive_prior(tmp_path):
+    """An untrained prior of the subtractive synth, saved as train_prior.py would: (synth,
+    prior, path)."""
     pytest.importorskip("flow_matching")
-    from synthmatch.fileio import sha256_file
     from synthmatch.synths import make_synth
     from tests.agents.test_prior import tiny_prior
-    from tests.agents.test_training import ROOT, run_script
 
     synth = make_synth("subtractive")
     prior = tiny_prior(synth)
     prior.config.data = {"synth": "subtractive", "n": 1}
     prior_path = tmp_path / "prior.pt"
     torch.save(prior.checkpoint(), prior_path)
+    return synth, prior, prior_path
+
+
+def test_train_critic_writes_a_critic_that_names_its_prior(tmp_path):
+    from synthmatch.fileio import sha256_file
+    from tests.agents.test_training import ROOT, run_script
+
+    synth, prior, prior_path = subtractive_prior(tmp_path)
     run_script("train_critic.py", "--prior", str(prior_path), "--targets", "24",
                "--proposals", "4", "--val-targets", "8", "--epochs", "2", "--batch-size", "8",
                "--hidden", "16", "--log-dir", str(tmp_path / "runs"), "--run-name", "c")
@@ -113,17 +121,10 @@ def test_train_critic_writes_a_critic_that_names_its_prior(tmp_path):
 
 
 def test_train_critic_learns_from_a_pool_of_sounds_without_parameters(tmp_path):
-    pytest.importorskip("flow_matching")
     from synthmatch.leaderboard.suites import write_suite
-    from synthmatch.synths import make_synth
-    from tests.agents.test_prior import tiny_prior
     from tests.agents.test_training import ROOT, run_script
 
-    synth = make_synth("subtractive")
-    prior = tiny_prior(synth)
-    prior.config.data = {"synth": "subtractive", "n": 1}
-    prior_path = tmp_path / "prior.pt"
-    torch.save(prior.checkpoint(), prior_path)
+    synth, _, prior_path = subtractive_prior(tmp_path)
     with torch.no_grad():
         audio = synth.render(synth.params.sample(10, torch.Generator().manual_seed(3)))
     write_suite("pool/train", audio.numpy(), sample_rate=synth.sample_rate,
