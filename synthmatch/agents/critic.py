@@ -186,14 +186,15 @@ def load_critic(path: str | Path, device: torch.device | str = "cpu"
 
 
 @torch.no_grad()
-def rank_proposals(critic: PresetCritic, distance: PerceptualDistance, audio: Tensor,
-                   proposals: Tensor, table: ParamTable) -> Tensor:
-    """``proposals`` ``(B, K, P)`` for targets ``audio`` ``(B, T)``, each target's reordered
-    from the closest predicted to the farthest. The critic reads them with their discrete
-    columns snapped (``table.quantize``), as it was trained and as the synth plays them. The
-    prior's samples are already snapped (:meth:`FlowPrior.to_unit`); this guards proposals
-    from anywhere else."""
-    q = critic(critic.embed(target_mel(distance, audio)), table.quantize(proposals))
+def rank_proposals(critic: PresetCritic, mel: Tensor, proposals: Tensor,
+                   table: ParamTable) -> Tensor:
+    """``proposals`` ``(B, K, P)``, each target's reordered from the closest predicted to the
+    farthest; ``mel`` ``(B, n_mels, frames)`` is the targets' scaled log-mel (:func:`target_mel`,
+    or the env's ``target_mel``). The critic reads the proposals with their discrete columns
+    snapped (``table.quantize``), as it was trained and as the synth plays them. The prior's
+    samples are already snapped (:meth:`FlowPrior.to_unit`); this guards proposals from
+    anywhere else."""
+    q = critic(critic.embed(mel), table.quantize(proposals))
     order = q.argsort(1)
     return proposals.gather(1, order[..., None].expand_as(proposals))
 

@@ -169,7 +169,7 @@ def test_the_critic_ranks_samples_as_the_synth_plays_them():
     critic = PresetCritic(synth.num_params, hidden=32, channels=(4, 4, 4)).eval()
     audio = torch.randn(1, synth.num_samples) * 0.1
     proposals = torch.rand(1, 64, synth.num_params, generator=torch.Generator().manual_seed(2))
-    ranked = rank_proposals(critic, distance, audio, proposals, synth.params)
+    ranked = rank_proposals(critic, target_mel(distance, audio), proposals, synth.params)
     with torch.no_grad():
         emb = critic.embed(target_mel(distance, audio))
         snapped = critic(emb, synth.params.quantize(proposals)).argsort(1)

@@ -272,9 +272,11 @@ class PriorCritic(PriorCentral):
 
     def rank(self, task: MatchTask, samples: Tensor) -> Tensor:
         from synthmatch.agents.critic import rank_proposals
+        from synthmatch.envs.core import SynthMatchCore
 
-        return rank_proposals(self.critic.to(samples.device), task.meter.distance,
-                              task.meter.target_audio, samples, task.synth.params)
+        # The meter already holds the targets' features: the critic's view is their log-mel.
+        mel = SynthMatchCore.scale_mel(task.meter.target_features.log_mel)
+        return rank_proposals(self.critic.to(samples.device), mel, samples, task.synth.params)
 
 
 class FinetunedPriorCritic(PriorCritic):
