@@ -6,6 +6,7 @@ which is atomic on POSIX and Windows when source and destination share a file sy
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -56,6 +57,19 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def cached_sha256(path: str | Path) -> str:
+    """:func:`sha256_file`, read once per process while the file's :func:`file_stamp` stays
+    (a leaderboard run hashes each checkpoint for its cache key and for the checks of the
+    methods that pin one file to another)."""
+    path = Path(path)
+    return _cached_sha256(str(path.resolve()), file_stamp(path))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_sha256(path: str, stamp: tuple[int, int]) -> str:
+    return sha256_file(path)
 
 
 def temporary_name(path: Path, tag: str = "tmp") -> Path:

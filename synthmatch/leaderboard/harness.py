@@ -13,7 +13,6 @@ its result into the same cache, so a local run and a Ray run continue each other
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import sys
@@ -27,11 +26,11 @@ import numpy as np
 import torch
 
 from synthmatch.envs.core import SUCCESS_THRESHOLD
-from synthmatch.fileio import file_stamp, write_json_atomic
+from synthmatch.fileio import cached_sha256, write_json_atomic
 from synthmatch.leaderboard.meter import RenderMeter
 from synthmatch.leaderboard.methods import MatchTask, Method
 from synthmatch.leaderboard.metrics import envelope_cosine, mss_distance, param_mae
-from synthmatch.leaderboard.suites import Suite, sha256_file
+from synthmatch.leaderboard.suites import Suite
 from synthmatch.rewards import PerceptualDistance
 from synthmatch.synths import Synth
 
@@ -91,7 +90,7 @@ class Job:
 
     def file_hashes(self) -> dict[str, str]:
         """sha256 of each file the method reads (:meth:`Method.files`), by path."""
-        return {str(p): file_sha256(str(p), file_stamp(p)) for p in self.method.files()}
+        return {str(p): cached_sha256(p) for p in self.method.files()}
 
     def cached(self, cache_dir: Path, chunk: int) -> dict[str, Any] | None:
         """The cached result of ``chunk``, or ``None``: not computed yet, or computed from
@@ -113,12 +112,6 @@ class Job:
         """Write ``result`` of ``chunk`` to the cache with the sha256 of the method's files."""
         write_json_atomic(self.cache_path(cache_dir, chunk),
                           {**result, "files": self.file_hashes()})
-
-
-@functools.lru_cache(maxsize=64)
-def file_sha256(path: str, stamp: tuple[int, int]) -> str:
-    """:func:`sha256_file`, read once per path while its :func:`file_stamp` stays."""
-    return sha256_file(Path(path))
 
 
 def run_chunk(job: Job, chunk: int, targets: Suite) -> dict[str, Any]:

@@ -352,22 +352,43 @@ def test_a_finetuned_prior_is_only_taken_by_prior_rlft(synth, suite, prior_path,
     assert torch.equal(a.history_params, b.history_params)
 
 
-def test_a_prior_file_is_read_once_while_it_is_unchanged(prior_path, tmp_path):
+@pytest.mark.parametrize("kind", ["prior", "critic"])
+def test_a_checkpoint_is_read_once_while_it_is_unchanged(kind, prior_path, critic_path,
+                                                         tmp_path):
     import os
     import shutil
 
-    from synthmatch.leaderboard.methods.prior import load_prior
+    from synthmatch.leaderboard.methods import prior as prior_methods
 
-    copy = tmp_path / "prior.pt"
-    shutil.copyfile(prior_path, copy)
-    first = load_prior(copy)
-    assert load_prior(copy) is first  # the match command's check, then its method
-    assert load_prior(str(copy), "cpu") is first
+    load = {"prior": prior_methods.load_prior, "critic": prior_methods.load_critic}[kind]
+    copy = tmp_path / f"{kind}.pt"
+    shutil.copyfile({"prior": prior_path, "critic": critic_path}[kind], copy)
+    first = load(copy)
+    assert load(copy) is first  # the match command's check, then its method
+    assert load(str(copy), "cpu") is first
     stat = copy.stat()
     os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    assert load_prior(copy) is not first  # a rewritten file is read again
+    assert load(copy) is not first  # a rewritten file is read again
     with pytest.raises(FileNotFoundError):
-        load_prior(tmp_path / "missing.pt")
+        load(tmp_path / "missing.pt")
+
+
+def test_a_file_is_hashed_once_while_it_is_unchanged(tmp_path, monkeypatch):
+    import os
+
+    from synthmatch import fileio
+
+    path = tmp_path / "weights.pt"
+    path.write_bytes(b"first")
+    calls = []
+    real = fileio.sha256_file
+    monkeypatch.setattr(fileio, "sha256_file", lambda p: calls.append(p) or real(p))
+    first = fileio.cached_sha256(path)
+    assert fileio.cached_sha256(str(path)) == first and len(calls) == 1
+    path.write_bytes(b"other")  # same size: the modification time tells them apart
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert fileio.cached_sha256(path) == real(path) != first and len(calls) == 2
 
 
 def test_the_cache_recomputes_a_result_whose_checkpoint_changed(synth, suite, tmp_path,

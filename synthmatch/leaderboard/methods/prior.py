@@ -5,13 +5,14 @@ renders)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from synthmatch.fileio import file_stamp, sha256_file
+from synthmatch.fileio import cached_sha256, file_stamp
 from synthmatch.leaderboard.methods.base import MatchTask, Method, best_so_far
 from synthmatch.leaderboard.methods.gradient import STEPS_PER_START, adam_search
 from synthmatch.leaderboard.methods.search import cmaes_search
@@ -39,23 +40,40 @@ PRIOR_ES_SIGMA = 0.005
 CRITIC_PROPOSALS = 256
 
 
-def load_prior(path: str | Path, device: str = "cpu"):
-    """A prior checkpoint, read once per process while the file is unchanged (the match command
-    checks a prior and then runs it; a leaderboard run builds several methods on one). The
-    methods only sample from it, so sharing it is safe."""
-    from synthmatch.agents.prior import FlowPrior
+def _read_once(load: Callable[[Path, str], Any]) -> Callable[..., Any]:
+    """``load(path, device)`` for a checkpoint, read once per process while the file is
+    unchanged (the match command checks a prior and then runs it; a leaderboard run builds
+    several methods on one prior, and a critic's method reads the critic to learn its prior).
+    The methods only sample from what it returns, so sharing it is safe. A missing file goes
+    straight to ``load``, for its own error."""
 
-    path = Path(path)
-    if not path.is_file():
-        return FlowPrior.load(path, device)  # its own error for a missing file
-    return _load_prior(str(path.resolve()), file_stamp(path), str(device))
+    @functools.lru_cache(maxsize=4)
+    def cached(path: str, stamp: tuple[int, int], device: str) -> Any:
+        return load(Path(path), device)
+
+    def read(path: str | Path, device: str = "cpu") -> Any:
+        path = Path(path)
+        if not path.is_file():
+            return load(path, str(device))
+        return cached(str(path.resolve()), file_stamp(path), str(device))
+
+    return read
 
 
-@functools.lru_cache(maxsize=4)
-def _load_prior(path: str, stamp: tuple[int, int], device: str):
+def _flow_prior(path: Path, device: str):
     from synthmatch.agents.prior import FlowPrior
 
     return FlowPrior.load(path, device)
+
+
+def _critic(path: Path, device: str):
+    from synthmatch.agents.critic import load_critic
+
+    return load_critic(path, device)
+
+
+load_prior = _read_once(_flow_prior)
+load_critic = _read_once(_critic)
 
 
 class PriorMethod(Method):
@@ -251,15 +269,13 @@ class PriorCritic(PriorCentral):
 
     def __init__(self, critic_path: str | Path, device: str = "cpu", *,
                  proposals: int = CRITIC_PROPOSALS):
-        from synthmatch.agents.critic import load_critic
-
         self.critic_path = Path(critic_path)
         self.critic, meta = load_critic(critic_path, device)
         prior_path = Path(meta["prior"])
         if not prior_path.is_file():
             raise FileNotFoundError(f"{critic_path} ranks the samples of the prior at "
                                     f"{prior_path}, which is not there")
-        if sha256_file(prior_path) != meta["prior_sha256"]:
+        if cached_sha256(prior_path) != meta["prior_sha256"]:
             raise ValueError(f"{prior_path} has changed since {critic_path} was trained on its "
                              "samples; train the critic again")
         super().__init__(prior_path, device, proposals=proposals)
@@ -291,10 +307,8 @@ class FinetunedPriorCritic(PriorCritic):
 def critic_method(critic_path: str | Path, device: str = "cpu") -> PriorCritic:
     """The method a critic checkpoint is for: :class:`FinetunedPriorCritic` if the prior it
     ranks was fine-tuned by reward, else :class:`PriorCritic`."""
-    from synthmatch.agents.critic import load_critic
-
-    prior_path = Path(load_critic(critic_path)[1]["prior"])
-    tuned = prior_path.is_file() and load_prior(prior_path).finetuned is not None
+    prior_path = Path(load_critic(critic_path, device)[1]["prior"])
+    tuned = prior_path.is_file() and load_prior(prior_path, device).finetuned is not None
     return (FinetunedPriorCritic if tuned else PriorCritic)(critic_path, device)
 
 
