@@ -70,6 +70,9 @@ class Args:
     critic: tuple[Path, ...] = ()
     """critics of a prior's samples (critic.pt of train_critic.py; each names its prior),
     matched by synth: prior+critic, or prior-rlft+critic for a fine-tuned prior's"""
+    restart_policy: tuple[Path, ...] = ()
+    """restart policies of gradient descent (policy.pt of train_restarts.py; each names its
+    prior), matched by synth: the prior+gradient+rl method"""
     finetuned_prior: tuple[Path, ...] = ()
     """priors fine-tuned by reward (prior.pt of finetune_prior.py), matched by synth: the
     prior-rlft method"""
@@ -152,14 +155,17 @@ class Resources:
             PriorCMAES,
             PriorES,
             PriorGradient,
+            PriorRestarts,
             critic_method,
         )
-        from synthmatch.leaderboard.methods.rl import load_rl
+        from synthmatch.leaderboard.methods.rl import PriorGradientRL, load_rl
 
         wanted = set(args.methods)
         self.loaded: dict[str, list] = {"prior": [], "dataset": [], "rl_checkpoint": [],
-                                        "critic": [], "finetuned_prior": []}
-        prior_classes = [c for c in (Prior, PriorCMAES, PriorGradient, PriorES, PriorCentral)
+                                        "critic": [], "finetuned_prior": [],
+                                        "restart_policy": []}
+        prior_classes = [c for c in (Prior, PriorCMAES, PriorGradient, PriorES, PriorCentral,
+                                     PriorRestarts)
                          if c.name in wanted]
         for path in args.prior:
             self.loaded["prior"].append([c(path, args.device) for c in prior_classes])
@@ -168,6 +174,9 @@ class Resources:
                                               for p in args.finetuned_prior]
         if wanted & {"prior+critic", "prior-rlft+critic"}:  # each critic names its prior
             self.loaded["critic"] = [[critic_method(p, args.device)] for p in args.critic]
+        if "prior+gradient+rl" in wanted:  # each policy names its prior
+            self.loaded["restart_policy"] = [[PriorGradientRL(p, args.device)]
+                                             for p in args.restart_policy]
         if "nearest" in wanted:
             self.loaded["dataset"] = [[Nearest(path)] for path in args.dataset]
         if wanted & {"rl", "prior+rl"}:
@@ -197,11 +206,13 @@ class Resources:
                         (m.env_id == env if kind == "rl_checkpoint" else m.matches_synth(s))
                         for s, env in synths for m in group[:1]):
                     m = group[0]
-                    path = getattr(m, "critic_path", None) or getattr(m, "prior_path", None) \
+                    path = getattr(m, "critic_path", None) or getattr(m, "policy_path", None) \
+                        or getattr(m, "prior_path", None) \
                         or getattr(m, "path", None) or getattr(m, "checkpoint", None)
                     what = {"prior": "prior", "dataset": "dataset",
                             "rl_checkpoint": "RL checkpoint", "critic": "critic",
-                            "finetuned_prior": "fine-tuned prior"}[kind]
+                            "finetuned_prior": "fine-tuned prior",
+                            "restart_policy": "restart policy"}[kind]
                     out.append(f"{what} {path} fits none of the suites' synths "
                                f"({', '.join(sorted({e for _, e in synths}))})")
         return out
@@ -299,7 +310,7 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
         "methods": {f"{j.suite.name} {j.method.name}": j.method.settings() for j in jobs},
         "files": {str(p): sha256_file(p)
                   for p in (*args.prior, *args.rl_checkpoint, *args.critic,
-                            *args.finetuned_prior)},
+                            *args.finetuned_prior, *args.restart_policy)},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for suite in suites:

@@ -30,8 +30,9 @@ from synthmatch.leaderboard.methods.prior import (
     PriorCritic,
     PriorES,
     PriorGradient,
+    PriorRestarts,
 )
-from synthmatch.leaderboard.methods.rl import load_rl
+from synthmatch.leaderboard.methods.rl import PriorGradientRL, load_rl
 from synthmatch.leaderboard.methods.search import CMAES
 from synthmatch.leaderboard.suites import Suite
 
@@ -45,6 +46,9 @@ GRIDS = {
     "prior-es-sigma": lambda a: [PriorES(a.prior, sigma=v)
                                  for v in (0.002, 0.005, 0.01, 0.02)],
     "prior-rl": lambda a: [load_rl(p) for p in a.rl_checkpoint],
+    "prior-gradient-restarts": lambda a: [
+        PriorGradient(a.prior), *(PriorRestarts(a.prior, patience=v) for v in (5, 10, 20)),
+        *(PriorGradientRL(p) for p in a.restart_policy)],
     "prior-critic-proposals": lambda a: [
         *(PriorCritic(a.critic, proposals=v) for v in (64, 256, 1024)),
         PriorCentral(PriorCritic(a.critic).prior_path)],  # the untrained control
@@ -57,8 +61,9 @@ class Args:
 
     grid: str = "gradient-lr"
     """which setting to vary: gradient-lr, cmaes-sigma0, prior-cmaes-sigma0,
-    prior-gradient-lr, prior-es-sigma, prior-rl (each --rl-checkpoint) or
-    prior-critic-proposals (--critic)"""
+    prior-gradient-lr, prior-es-sigma, prior-rl (each --rl-checkpoint),
+    prior-critic-proposals (--critic) or prior-gradient-restarts (the patience rule, and each
+    --restart-policy)"""
     env_id: str = "SynthMatch-v0"
     """env whose synth makes the targets and matches them"""
     targets: int = 32
@@ -69,6 +74,9 @@ class Args:
     """prior checkpoint, for the prior-* grids (prior-rl: each run's own)"""
     rl_checkpoint: tuple[Path, ...] = ()
     """refiners to compare (model.zip of train_ppo.py --accept improve), for --grid prior-rl"""
+    restart_policy: tuple[Path, ...] = ()
+    """restart policies to compare with the patience rule (policy.pt of train_restarts.py),
+    for --grid prior-gradient-restarts"""
     critic: Path | None = None
     """critic to tune (critic.pt of train_critic.py), for --grid prior-critic-proposals"""
     seed: int = 0

@@ -46,7 +46,8 @@ _PLAIN: dict[str, tuple[str, bool | None]] = {
 # Known methods get fixed colours so a method looks the same in every suite's figure.
 _METHOD_ORDER = ("default", "random", "cmaes", "gradient", "nearest", "prior", "prior+cmaes",
                  "prior+gradient", "prior+es", "rl", "prior+rl", "prior-rlft", "prior+critic",
-                 "prior+central", "prior-rlft+critic")
+                 "prior+central", "prior-rlft+critic", "prior+gradient-patience",
+                 "prior+gradient+rl")
 
 
 def summarize(cells: list[dict], seed: int = 0) -> list[dict]:

@@ -94,7 +94,8 @@ def make(name: str, prior_path=None, dataset_path=None, critic_path=None):
 
 
 SEARCH = ["default", "random", "cmaes", "gradient", "nearest", "prior", "prior+cmaes",
-          "prior+gradient", "prior+es", "prior+central", "prior+critic"]
+          "prior+gradient", "prior+es", "prior+central", "prior+critic",
+          "prior+gradient-patience"]
 
 
 @pytest.mark.parametrize("name", SEARCH)
@@ -114,6 +115,25 @@ def test_renders_are_counted_exactly_and_results_repeat(name, synth, suite, requ
     assert torch.equal(meter.best(budget)[1], again.best(budget)[1])
     # Best-so-far never gets worse with more renders.
     assert (meter.best(budget)[1] <= meter.best(max(1, budget // 2))[1]).all()
+
+
+def test_restarting_adam_on_a_run_length_rule_is_prior_gradient(synth, suite, prior_path):
+    """The restart mechanism of prior+gradient-patience and prior+gradient+rl, told to restart
+    every 3 renders as prior+gradient does every 100, renders what prior+gradient renders."""
+    from synthmatch.leaderboard.methods.prior import PriorGradient, PriorRestarts
+
+    class EveryThree(PriorRestarts):
+        def rule(self):
+            return lambda search: search.run_steps >= 3
+
+    ours = run(EveryThree(prior_path), synth, suite, 30)
+    theirs = run(PriorGradient(prior_path, steps_per_start=3), synth, suite, 30)
+    # Not bit-exact: where a gradient is about Adam's eps (1e-8), float noise of the two
+    # graphs moves a step by up to a few thousandths. A wrong start or restart moves whole
+    # presets by tenths.
+    torch.testing.assert_close(ours.history_params, theirs.history_params, atol=5e-3, rtol=0)
+    torch.testing.assert_close(ours.history_distance, theirs.history_distance, atol=2e-3,
+                               rtol=0)
 
 
 @pytest.mark.parametrize("name", ["random", "cmaes", "gradient"])

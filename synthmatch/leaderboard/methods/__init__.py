@@ -14,19 +14,21 @@ from synthmatch.leaderboard.methods.prior import (
     PriorCritic,
     PriorES,
     PriorGradient,
+    PriorRestarts,
 )
-from synthmatch.leaderboard.methods.rl import PriorRL, RLPolicy
+from synthmatch.leaderboard.methods.rl import PriorGradientRL, PriorRL, RLPolicy
 from synthmatch.leaderboard.methods.search import CMAES, DefaultPreset, RandomSearch
 
 # name -> class, in the order tables list them.
 METHODS: dict[str, type[Method]] = {m.name: m for m in (
     DefaultPreset, RandomSearch, CMAES, Gradient, Nearest, Prior, PriorCMAES, PriorGradient,
     PriorES, RLPolicy, PriorRL, PriorCentral, PriorCritic, FinetunedPrior,
-    FinetunedPriorCritic)}
+    FinetunedPriorCritic, PriorRestarts, PriorGradientRL)}
 # What each method needs besides the synth.
 NEEDS = {"nearest": "dataset", "prior": "prior", "prior+cmaes": "prior",
          "prior+gradient": "prior", "prior+es": "prior", "rl": "rl_checkpoint",
          "prior+rl": "rl_checkpoint", "prior+central": "prior", "prior+critic": "critic",
-         "prior-rlft": "finetuned_prior", "prior-rlft+critic": "critic"}
+         "prior-rlft": "finetuned_prior", "prior-rlft+critic": "critic",
+         "prior+gradient-patience": "prior", "prior+gradient+rl": "restart_policy"}
 
 __all__ = ["METHODS", "NEEDS", "MatchTask", "Method"]

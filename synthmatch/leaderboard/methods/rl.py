@@ -21,7 +21,7 @@ from torch import Tensor
 
 from synthmatch.leaderboard.meter import RenderMeter
 from synthmatch.leaderboard.methods.base import MatchTask, Method, best_so_far
-from synthmatch.leaderboard.methods.prior import Prior
+from synthmatch.leaderboard.methods.prior import HYBRID_K, Prior, PriorRestarts
 from synthmatch.synths import Synth
 
 
@@ -151,3 +151,38 @@ def load_rl(checkpoint: str | Path, device: str = "cpu") -> RLPolicy:
 
     accept = read_config(run_dir_of(checkpoint)).get("accept", "always")
     return (PriorRL if accept == "improve" else RLPolicy)(checkpoint, device)
+
+
+class PriorGradientRL(PriorRestarts):
+    """:class:`~synthmatch.leaderboard.methods.prior.PriorRestarts` with a learned rule: a
+    policy trained with ``experiments/train_restarts.py`` decides after every render whether
+    the gradient run goes on or restarts from the next-best sample (its most likely action).
+    The policy's settings name the prior and Adam's step size."""
+
+    name = "prior+gradient+rl"
+
+    def __init__(self, policy_path: str | Path, device: str = "cpu"):
+        from synthmatch.agents.restarts import load_policy
+
+        self.policy_path = Path(policy_path)
+        self.policy, meta = load_policy(policy_path)
+        trained = meta["settings"]
+        if trained["k"] != HYBRID_K:
+            raise ValueError(f"{policy_path} was trained on the best of {trained['k']} samples; "
+                             f"this method starts from the best of {HYBRID_K}")
+        self.timesteps = int(meta["timesteps"])
+        super().__init__(trained["prior"], device, lr=trained["lr"])
+
+    def settings(self) -> dict[str, Any]:
+        settings = {**super().settings(), "policy": str(self.policy_path),
+                    "timesteps": self.timesteps}
+        del settings["patience"]
+        return settings
+
+    def files(self) -> list[Path]:
+        return [self.policy_path, *super().files()]
+
+    def rule(self):
+        from synthmatch.agents.restarts import LearnedRule
+
+        return LearnedRule(self.policy)
