@@ -1,7 +1,8 @@
 """Plot learning curves of several runs side by side, one line per run (seeds show as the
 spread): a TensorBoard scalar of training runs (train_ppo.py, train_sac.py) or a key of the
-per-round history of fine-tuning runs or the per-epoch one of critics (the history.json of
-finetune_prior.py and train_critic.py).
+per-round history of fine-tuning runs, the per-epoch one of critics or the per-episode one of
+restart policies (the history.json of finetune_prior.py, train_critic.py and
+train_restarts.py).
 
     python experiments/plot_curves.py --help
     python experiments/plot_curves.py runs/search_s0 runs/search_s1 runs/search_s2 \\
@@ -33,13 +34,16 @@ class Args:
     smooth: int = 1
     """moving-average window over points (TensorBoard curves are noisy)"""
 
+# The x of a history.json row (its first key found here) and its axis label.
+HISTORY_X = {"round": "round", "epoch": "epoch", "timesteps": "env steps"}
+
 
 def series(run_dir: Path, tag: str) -> tuple[list[float], list[float]]:
     """(x, y) of ``tag``: rounds from history.json, else steps from TensorBoard events."""
     history = run_dir / "history.json"
     if history.is_file():
         rows = [r for r in json.loads(history.read_text()) if tag in r]
-        return [r.get("round", r.get("epoch")) for r in rows], [r[tag] for r in rows]
+        return [next(r[k] for k in HISTORY_X if k in r) for r in rows], [r[tag] for r in rows]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     steps, values = [], []
@@ -79,8 +83,8 @@ def main(args: Args) -> None:
             ax.plot(x, y, marker="o" if len(x) < 20 else None, markersize=3, label=r.name)
         ax.set_title(tag)
         history = args.runs[0] / "history.json"
-        ax.set_xlabel(("epoch" if "epoch" in json.loads(history.read_text())[0] else "round")
-                      if history.is_file() else "env steps")
+        first = json.loads(history.read_text())[0] if history.is_file() else {"timesteps": 0}
+        ax.set_xlabel(next(HISTORY_X[k] for k in HISTORY_X if k in first))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -127,7 +127,7 @@ def test_ctrl_c_saves_a_prior_checkpoint(dataset, tmp_path):
 def test_prior_scripts_have_help_and_fail_clearly(tmp_path):
     for name in ("train_prior.py", "prior_results.py", "export_prior.py", "finetune_prior.py",
                  "pick_round.py", "interpolate_prior.py", "make_sound_pool.py",
-                 "train_critic.py"):
+                 "train_critic.py", "train_restarts.py"):
         assert "usage" in run_script(name, "--help").stdout
     missing = subprocess.run([sys.executable, str(ROOT / "experiments/train_prior.py"),
                               "--resume", str(tmp_path / "nope.pt")],

@@ -113,6 +113,28 @@ def test_a_policy_file_of_another_kind_is_refused(tmp_path):
         load_policy(path)
 
 
+def test_train_restarts_refuses_a_missing_prior_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.agents.test_training import ROOT
+
+    result = subprocess.run([sys.executable, str(ROOT / "experiments/train_restarts.py"),
+                             "--prior", str(tmp_path / "nope.pt"), "--log-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and "--prior: no prior checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
+
+
+def test_a_synth_without_gradients_is_refused():
+    from synthmatch.envs.registration import env_synth
+
+    synth = env_synth("SynthMatch-TorchSynth-Medium-v0")
+    assert not synth.differentiable
+    with pytest.raises(ValueError, match="not differentiable"):
+        RestartEnv(synth, lambda *a: None, num_envs=2, k=2, lr=0.01, episode_steps=2, seed=0)
+
+
 @pytest.mark.slow
 def test_train_restarts_writes_a_policy_the_leaderboard_runs(tmp_path):
     from synthmatch.leaderboard.meter import RenderMeter

@@ -39,9 +39,10 @@ PRIOR_ES_SIGMA = 0.005
 # 0.454/0.309/0.246 for 1,024 (the central order with 256: 0.459/0.291/0.253).
 CRITIC_PROPOSALS = 256
 # Renders a gradient run may go without improving by 0.5% before prior+gradient-patience
-# restarts it. Tuned on 64 validation targets of SynthMatch-v0 (a scratch screen, recorded in
-# docs/results.md): median 0.132/0.097 at 100/300 renders for 10, 0.138/0.096 for 20, 0.128/0.111
-# for 5 (with a 1% tolerance), against 0.140/0.136 never restarting.
+# restarts it. Tuned with --grid prior-gradient-restarts on 64 validation targets of
+# SynthMatch-v0: median 0.126/0.104/0.098 at 100/200/300 renders for 10, against
+# 0.129/0.118/0.114 for 5 and 0.136/0.104/0.096 for 20 (prior+gradient, restarting every 100
+# renders: 0.138/0.103/0.099).
 RESTART_PATIENCE = 10
 
 
