@@ -29,10 +29,10 @@ from synthmatch.rewards import PerceptualDistance
 from synthmatch.synths import ProbeNote, Synth, make_synth
 
 SYNTHS = ("subtractive", "fm", "torchsynth", "vital", "vst3")
-# Methods the command runs (nearest, rl and prior+critic need a dataset, a policy or a
-# critic: use the leaderboard script for those).
+# Methods the command runs (nearest, rl, prior+critic and prior+gradient+rl need a dataset,
+# a policy or a critic: use the leaderboard script for those).
 MATCH_METHODS = ("default", "random", "cmaes", "gradient", "prior", "prior+cmaes",
-                 "prior+gradient", "prior+es", "prior+central")
+                 "prior+gradient", "prior+es", "prior+central", "prior+gradient-patience")
 DEFAULT_BUDGET = 1000
 # The trained prior that ships with the package, for the default synth at its default probe.
 DEFAULT_PRIORS = {"subtractive": "prior-subtractive.pt"}
@@ -47,9 +47,9 @@ LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
             "default"],
         16: ["prior+central", "prior+critic", "prior", "prior-rlft", "rl", "nearest", "gradient",
              "cmaes", "random"],
-        100: ["prior+gradient", "prior+rl", "prior+es", "prior+cmaes", "prior+critic",
-              "prior+central", "prior-rlft", "prior", "gradient", "rl", "nearest", "cmaes",
-              "random"],
+        100: ["prior+gradient+rl", "prior+gradient-patience", "prior+gradient", "prior+rl",
+              "prior+es", "prior+cmaes", "prior+critic", "prior+central", "prior-rlft", "prior",
+              "gradient", "rl", "nearest", "cmaes", "random"],
         1000: ["prior+gradient", "prior+cmaes", "prior+es", "prior+rl", "prior-rlft", "prior",
                "gradient", "nearest", "cmaes", "random"],
     },

@@ -60,6 +60,8 @@ def test_auto_rankings_are_the_published_leaderboard():
     ("subtractive", 16, ["cmaes", "gradient", "prior", "prior+cmaes", "prior+gradient"],
      "prior"),
     ("subtractive", 1, ["prior", "prior+es", "prior+central"], "prior+central"),
+    ("subtractive", 300, ["prior", "prior+gradient", "prior+gradient-patience"],
+     "prior+gradient-patience"),
     ("fm", 1000, ["default", "random", "cmaes", "gradient"], "gradient"),
     ("torchsynth", 300, ["default", "random", "cmaes"], "cmaes"),
     ("subtractive", 5, ["default", "random", "cmaes", "gradient"], "random"),
