@@ -56,8 +56,8 @@ LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
     "fm": {
         1: ["prior+central", "prior", "nearest", "random", "default"],
         16: ["prior+central", "prior", "nearest", "gradient", "cmaes", "random"],
-        100: ["prior+gradient", "prior+es", "prior+cmaes", "prior+central", "prior", "nearest",
-              "gradient", "cmaes", "random"],
+        100: ["prior+gradient", "prior+gradient+rl", "prior+gradient-patience", "prior+es",
+              "prior+cmaes", "prior+central", "prior", "nearest", "gradient", "cmaes", "random"],
         1000: ["prior+gradient", "prior+cmaes", "prior+es", "prior", "gradient", "cmaes",
                "nearest", "random"],
     },
