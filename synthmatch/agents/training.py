@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
@@ -394,6 +396,38 @@ class Checkpointer(BaseCallback):
         return True
 
 
+class StopOnInterrupt(BaseCallback):
+    """Ctrl-C ends training at the next env step, where the caller saves a checkpoint.
+
+    Left to Python's default, Ctrl-C raises KeyboardInterrupt wherever the main thread is,
+    and one raised inside a finalizer or a library's cleanup is printed and dropped: training
+    would go on as if the key had not been pressed. Here the signal only sets a flag, and a
+    second Ctrl-C raises at once. Installed in the main thread only (signal handlers cannot
+    be set elsewhere); :meth:`restore` puts the previous handler back.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.interrupted = False
+        self._previous: Any = None
+
+    def _on_training_start(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+        self.restore()  # a second Ctrl-C interrupts whatever is running
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _on_step(self) -> bool:
+        return not self.interrupted
+
+
 def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any],
           given: Collection[str] | None = None) -> Path:
     """Train (or resume) a run and evaluate it; returns the run directory.
@@ -439,18 +473,23 @@ def train(algo: str, run: RunSettings, algo_kwargs: dict[str, Any],
                                                   for k, v in hyperparameters.items())
     tensorboard_writer(model).add_text("hyperparameters", table, model.num_timesteps)
 
+    stop = StopOnInterrupt()
     callbacks = CallbackList([EpisodeMetrics(), MediaLogger(run.media_every),
-                              Checkpointer(latest, run.checkpoint_every)])
+                              Checkpointer(latest, run.checkpoint_every), stop])
     remaining = run.total_timesteps - model.num_timesteps
     try:
         if remaining > 0:
             model.learn(remaining, callback=callbacks, reset_num_timesteps=not run.resume,
                         progress_bar=True)
+        if stop.interrupted:
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         save_atomic(model, latest)
         print(f"\nInterrupted at step {model.num_timesteps}; checkpoint saved, resume with "
               f"--resume {latest}", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        stop.restore()
     save_atomic(model, latest)
     save_atomic(model, run_dir / "model.zip")
 

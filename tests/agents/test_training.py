@@ -196,3 +196,27 @@ def test_resumed_settings_is_one_rule_for_every_script(tmp_path):
         resumed_settings(base, set(), algo="ppo_gpu")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         resumed_settings(RunSettings(resume=str(tmp_path / "nope.zip")))
+
+
+def test_ctrl_c_sets_a_flag_the_next_step_reads_and_a_second_one_raises():
+    """The first Ctrl-C cannot be lost to a finalizer that swallows KeyboardInterrupt: it only
+    sets a flag; the handler it replaced is back for the second."""
+    import os
+
+    from synthmatch.agents.training import StopOnInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    stop = StopOnInterrupt()
+    stop._on_training_start()
+    try:
+        assert stop._on_step()
+        os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt here
+        time.sleep(0.1)
+        assert stop.interrupted and not stop._on_step()
+        assert signal.getsignal(signal.SIGINT) is before
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGINT) is before
