@@ -110,9 +110,15 @@ def test_curves_and_pick_round_scripts_read_finetune_histories(tmp_path):
         (tmp_path / name).mkdir()
         rows = [{"round": r, keys[0]: 1.0 - 0.1 * r, keys[1]: 0.3, **extra} for r in range(3)]
         (tmp_path / name / "history.json").write_text(json.dumps(rows))
-    out = run_script("plot_curves.py", str(tmp_path / "old"), str(tmp_path / "new"), "--tag",
-                     keys[0], "val/val_pool_vital_best_of_16", "--out", str(tmp_path / "c.png"))
+    # A restart policy's history (train_restarts.py) is per episode, keyed by env steps.
+    (tmp_path / "restarts").mkdir()
+    (tmp_path / "restarts" / "history.json").write_text(json.dumps(
+        [{"timesteps": 64 * t, keys[0]: 0.5} for t in (1, 2)]))
+    out = run_script("plot_curves.py", str(tmp_path / "old"), str(tmp_path / "new"),
+                     str(tmp_path / "restarts"), "--tag", keys[0],
+                     "val/val_pool_vital_best_of_16", "--out", str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").stat().st_size > 0 and "old has no" in out.stdout
+    assert "restarts has no" in out.stdout  # it has keys[0] only
     missing = subprocess.run([sys.executable, str(ROOT / "experiments/plot_curves.py"),
                               str(tmp_path / "old"), "--tag", "val/nothing", "--out",
                               str(tmp_path / "d.png")], capture_output=True, text=True,
