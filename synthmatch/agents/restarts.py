@@ -37,6 +37,7 @@ from torch import Tensor
 from synthmatch.agents.matching import check_compatible, prior_synth
 from synthmatch.agents.prior import FlowPrior
 from synthmatch.agents.prior_training import save_checkpoint
+from synthmatch.agents.search import score_candidates
 from synthmatch.devices import resolve_device
 from synthmatch.fileio import load_weights, write_json_atomic
 from synthmatch.rewards import PerceptualDistance
@@ -58,6 +59,11 @@ INITIAL_RESTART_PROBABILITY = 0.05
 OBS_NAMES = ("log10 best", "log run best / best", "log distance / run best", "run steps / 100",
              "stalled steps / 10", "log run best / 5 steps ago", "log next start / best",
              "next start / K")
+
+
+def observation_space() -> gym.spaces.Box:
+    """The space of :meth:`RestartingAdam.observation` rows, for the env and the policy."""
+    return gym.spaces.Box(-np.inf, np.inf, (len(OBS_NAMES),), np.float32)
 
 
 def _log(x: Tensor) -> Tensor:
@@ -193,9 +199,8 @@ class RestartEnv(VecEnv):
         if not synth.differentiable:
             raise ValueError(f"the {synth.name} synth is not differentiable: restarts steer "
                              "gradient descent")
-        observation_space = gym.spaces.Box(-np.inf, np.inf, (len(OBS_NAMES),), np.float32)
         self.render_mode = None
-        super().__init__(num_envs, observation_space, gym.spaces.Discrete(2))
+        super().__init__(num_envs, observation_space(), gym.spaces.Discrete(2))
         self.synth, self.sample_starts = synth, sample_starts
         self.k, self.lr, self.episode_steps = k, lr, episode_steps
         self.distance = PerceptualDistance(synth.sample_rate).to(synth.device)
@@ -213,10 +218,7 @@ class RestartEnv(VecEnv):
             audio = self.synth.render(table.sample(n, self.generator, device=self.synth.device))
             self.target = self.distance.features(audio)
             starts = self.sample_starts(audio, self.k, self.generator)
-            owners = torch.arange(n, device=starts.device).repeat_interleave(self.k)
-            d = self.distance.distance(
-                self.distance.features(self.synth.render(starts.reshape(n * self.k, -1))),
-                self.target.index(owners)).reshape(n, self.k)
+            d = score_candidates(self.synth, self.distance, audio, starts)
         order = d.argsort(1)
         starts = starts.gather(1, order[..., None].expand_as(starts))
         self.search = RestartingAdam(starts, d.gather(1, order), self.lr)
@@ -336,8 +338,7 @@ def prior_starts(prior: FlowPrior, synth: Synth) -> Callable[..., Tensor]:
 
 def make_policy(net_arch: tuple[int, ...] = NET_ARCH) -> ActorCriticPolicy:
     """The policy network: SB3's actor-critic MLP over the observation, two actions."""
-    space = gym.spaces.Box(-np.inf, np.inf, (len(OBS_NAMES),), np.float32)
-    return ActorCriticPolicy(space, gym.spaces.Discrete(2), lambda _: 0.0,
+    return ActorCriticPolicy(observation_space(), gym.spaces.Discrete(2), lambda _: 0.0,
                              net_arch=list(net_arch))
 
 

@@ -28,13 +28,18 @@ GRADIENT_LR = 0.03
 STEPS_PER_START = 100
 
 
+def require_gradients(synth) -> None:
+    """Refuse a synth that gradient methods cannot run on."""
+    if not synth.differentiable:
+        raise ValueError(f"the {synth.name} synth is not differentiable: gradient methods "
+                         "need the subtractive or FM synth")
+
+
 def adam_search(task: MatchTask, starts: Callable[[int], Tensor], *, lr: float,
                 steps_per_start: int) -> None:
     """Adam from ``starts(r)`` ``(B, P)`` for restart ``r = 0, 1, ...`` until the budget is
     spent (every target renders once per step)."""
-    if not task.synth.differentiable:
-        raise ValueError(f"the {task.synth.name} synth is not differentiable: gradient methods "
-                         "need the subtractive or FM synth")
+    require_gradients(task.synth)
     meter, restart = task.meter, 0
     while int(meter.remaining().min()) > 0:
         u = starts(restart).clone().float().requires_grad_(True)

@@ -14,7 +14,11 @@ from torch import Tensor
 
 from synthmatch.fileio import cached_sha256, file_stamp
 from synthmatch.leaderboard.methods.base import MatchTask, Method, best_so_far
-from synthmatch.leaderboard.methods.gradient import STEPS_PER_START, adam_search
+from synthmatch.leaderboard.methods.gradient import (
+    STEPS_PER_START,
+    adam_search,
+    require_gradients,
+)
 from synthmatch.leaderboard.methods.search import cmaes_search
 
 # Samples drawn before a hybrid starts refining (16: the prior's best of 16 is where its
@@ -252,9 +256,7 @@ class PriorRestarts(PriorMethod):
     def run(self, task: MatchTask) -> Tensor:
         from synthmatch.agents.restarts import RestartingAdam, render_with_grad
 
-        if not task.synth.differentiable:
-            raise ValueError(f"the {task.synth.name} synth is not differentiable: gradient "
-                             "methods need the subtractive or FM synth")
+        require_gradients(task.synth)
         ranked, d = self.best_of(task, HYBRID_K)
         search, rule = RestartingAdam(ranked, d.sort(1).values.cpu(), self.lr), self.rule()
 
