@@ -76,6 +76,9 @@ class Args:
     finetuned_prior: tuple[Path, ...] = ()
     """priors fine-tuned by reward (prior.pt of finetune_prior.py), matched by synth: the
     prior-rlft method"""
+    gate: tuple[Path, ...] = ()
+    """gates between a prior and its fine-tuning by reward (gate.pt of train_gate.py; each
+    names both priors), matched by synth: the prior-rlft+gate method"""
     cross_env: str = "SynthMatch-v0"
     """env whose synth matches the cross-synth suites (their sounds have no parameters)"""
     device: str = "cpu"
@@ -150,6 +153,7 @@ class Resources:
         from synthmatch.leaderboard.methods.nearest import Nearest
         from synthmatch.leaderboard.methods.prior import (
             FinetunedPrior,
+            GatedPrior,
             Prior,
             PriorCentral,
             PriorCMAES,
@@ -163,7 +167,7 @@ class Resources:
         wanted = set(args.methods)
         self.loaded: dict[str, list] = {"prior": [], "dataset": [], "rl_checkpoint": [],
                                         "critic": [], "finetuned_prior": [],
-                                        "restart_policy": []}
+                                        "restart_policy": [], "gate": []}
         prior_classes = [c for c in (Prior, PriorCMAES, PriorGradient, PriorES, PriorCentral,
                                      PriorRestarts)
                          if c.name in wanted]
@@ -177,6 +181,8 @@ class Resources:
         if "prior+gradient+rl" in wanted:  # each policy names its prior
             self.loaded["restart_policy"] = [[PriorGradientRL(p, args.device)]
                                              for p in args.restart_policy]
+        if "prior-rlft+gate" in wanted:  # each gate names both priors
+            self.loaded["gate"] = [[GatedPrior(p, args.device)] for p in args.gate]
         if "nearest" in wanted:
             self.loaded["dataset"] = [[Nearest(path)] for path in args.dataset]
         if wanted & {"rl", "prior+rl"}:
@@ -207,12 +213,13 @@ class Resources:
                         for s, env in synths for m in group[:1]):
                     m = group[0]
                     path = getattr(m, "critic_path", None) or getattr(m, "policy_path", None) \
+                        or getattr(m, "gate_path", None) \
                         or getattr(m, "prior_path", None) \
                         or getattr(m, "path", None) or getattr(m, "checkpoint", None)
                     what = {"prior": "prior", "dataset": "dataset",
                             "rl_checkpoint": "RL checkpoint", "critic": "critic",
                             "finetuned_prior": "fine-tuned prior",
-                            "restart_policy": "restart policy"}[kind]
+                            "restart_policy": "restart policy", "gate": "gate"}[kind]
                     out.append(f"{what} {path} fits none of the suites' synths "
                                f"({', '.join(sorted({e for _, e in synths}))})")
         return out
@@ -310,7 +317,7 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
         "methods": {f"{j.suite.name} {j.method.name}": j.method.settings() for j in jobs},
         "files": {str(p): sha256_file(p)
                   for p in (*args.prior, *args.rl_checkpoint, *args.critic,
-                            *args.finetuned_prior, *args.restart_policy)},
+                            *args.finetuned_prior, *args.restart_policy, *args.gate)},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for suite in suites:

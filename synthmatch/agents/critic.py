@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from synthmatch.agents.matching import check_compatible, prior_synth
 from synthmatch.agents.prior import FlowPrior
-from synthmatch.agents.prior_training import save_checkpoint
+from synthmatch.agents.prior_training import log_epoch, save_checkpoint
 from synthmatch.agents.search import score_candidates
 from synthmatch.devices import resolve_device
 from synthmatch.envs.core import SynthMatchCore
@@ -297,11 +297,7 @@ def train_critic(settings: CriticSettings, pool_audio: Tensor | None = None) -> 
             losses.append(loss.item())
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
                **validate(critic, *batch(val_idx), data["distance"][val_idx])}
-        history.append(row)
-        for key, value in row.items():
-            if key != "epoch":
-                writer.add_scalar(f"critic/{key}", value, epoch + 1)
-        write_json_atomic(run_dir / "history.json", history)
+        log_epoch(writer, history, row, "critic", run_dir / "history.json")
     writer.close()
     save_critic(critic.cpu(), run_dir / "critic.pt", settings.prior,
                 settings=asdict(settings), validation=history[-1])

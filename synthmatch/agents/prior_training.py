@@ -75,6 +75,17 @@ class PriorSettings:
     """checkpoint to continue from (its run directory, settings and step are kept)"""
 
 
+def log_epoch(writer: SummaryWriter, history: list[dict[str, float]], row: dict[str, float],
+              prefix: str, path: Path) -> None:
+    """Append an epoch's ``row`` (its ``epoch`` and figures) to ``history``, write each figure
+    to TensorBoard as ``<prefix>/<key>`` and rewrite ``path`` (history.json) whole."""
+    history.append(row)
+    for key, value in row.items():
+        if key != "epoch":
+            writer.add_scalar(f"{prefix}/{key}", value, row["epoch"])
+    write_json_atomic(path, history)
+
+
 def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
     """``torch.save`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)

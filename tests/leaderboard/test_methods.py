@@ -447,3 +447,44 @@ def test_the_cache_recomputes_a_result_whose_checkpoint_changed(synth, suite, tm
     del stored["files"]  # a chunk cached before files were recorded
     job.cache_path(cache, 0).write_text(json.dumps(stored))
     assert run_job(job, cache)[0]["targets"] == first[0]["targets"] and len(runs) == 2
+
+
+def test_the_gate_sends_each_target_to_one_prior(synth, suite, prior_path, tmp_path,
+                                                 monkeypatch):
+    """A target the gate finds synth-like gets exactly prior's renders, any other exactly
+    prior-rlft's; the gate's checkpoint names both priors and refuses a changed one."""
+    from synthmatch.agents.gate import DomainGate, save_gate
+    from synthmatch.leaderboard.methods.prior import GatedPrior
+    from tests.agents.test_prior import tiny_prior
+
+    tuned = tiny_prior(synth, seed=1)  # other weights than prior_path's
+    tuned.config.data = {"synth": synth.name}
+    tuned_path = tmp_path / "tuned.pt"
+    torch.save(tuned.checkpoint(finetuned={"from": str(prior_path), "rounds": 1}), tuned_path)
+    gate_path = tmp_path / "gate.pt"
+    save_gate(DomainGate(tuple(tuned.config.mel_shape), 8, (4, 4, 4)), gate_path,
+              str(prior_path), str(tuned_path))
+    method = METHODS["prior-rlft+gate"](gate_path)
+    assert method.matches_synth(synth) and gate_path in method.files()
+    task = MatchTask(synth, RenderMeter(synth, PerceptualDistance(synth.sample_rate),
+                                        suite.audio, 1), 0)
+    assert method.synth_like(task).shape == (len(suite),)
+
+    mask = torch.tensor([True, False, True])
+    monkeypatch.setattr(GatedPrior, "synth_like", lambda self, task: mask)
+    gated = run(method, synth, suite, 5).history_params
+    base = run(METHODS["prior"](prior_path), synth, suite, 5).history_params
+    other = run(METHODS["prior-rlft"](tuned_path), synth, suite, 5).history_params
+    assert not torch.equal(base, other)
+    assert torch.equal(gated[mask], base[mask]) and torch.equal(gated[~mask], other[~mask])
+
+    with pytest.raises(ValueError, match="was not made by finetune_prior.py"):
+        save_gate(DomainGate(tuple(tuned.config.mel_shape), 8, (4, 4, 4)), gate_path,
+                  str(prior_path), str(prior_path))
+        METHODS["prior-rlft+gate"](gate_path)
+    torch.save(tuned.checkpoint(finetuned={"from": str(prior_path), "rounds": 2}), tuned_path)
+    with pytest.raises(ValueError, match="has changed since"):
+        save_gate(DomainGate(tuple(tuned.config.mel_shape), 8, (4, 4, 4)), tmp_path / "g2.pt",
+                  str(prior_path), str(tuned_path))
+        tuned_path.write_bytes(tuned_path.read_bytes() + b"\0")
+        METHODS["prior-rlft+gate"](tmp_path / "g2.pt")

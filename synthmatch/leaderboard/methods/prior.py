@@ -82,8 +82,40 @@ def _critic(path: Path, device: str):
     return load_critic(path, device)
 
 
+def _gate(path: Path, device: str):
+    from synthmatch.agents.gate import load_gate
+
+    return load_gate(path, device)
+
+
 load_prior = _read_once(_flow_prior)
 load_critic = _read_once(_critic)
+load_gate = _read_once(_gate)
+
+
+def named_prior(meta: dict[str, Any], key: str, owner: Path | str, what: str) -> Path:
+    """The prior that checkpoint ``owner`` names under ``key`` (with its sha256 under
+    ``<key>_sha256``), refused if it is gone or has changed since ``what`` was trained on it."""
+    path = Path(meta[key])
+    if not path.is_file():
+        raise FileNotFoundError(f"{owner} was trained on the prior at {path}, which is not "
+                                "there")
+    if cached_sha256(path) != meta[f"{key}_sha256"]:
+        raise ValueError(f"{path} has changed since {owner} was trained on it; train {what} "
+                         "again")
+    return path
+
+
+def draw_samples(prior, task: MatchTask, k: int, offset: int) -> Tensor:
+    """``(B, k, P)`` samples of ``prior`` for every target of ``task``, in the synth's
+    columns (draw ``offset`` of the task's seed)."""
+    from synthmatch.agents.matching import check_compatible
+
+    columns = check_compatible(prior, task.synth)
+    gen = torch.Generator(prior.device).manual_seed(task.seed * 1_000_003 + offset)
+    with torch.no_grad():
+        u = prior.sample_audio(task.target_audio.to(prior.device), k, generator=gen)
+    return u[..., columns].to(task.synth.device)
 
 
 class PriorMethod(Method):
@@ -123,14 +155,7 @@ class PriorMethod(Method):
 
     def sample(self, task: MatchTask, k: int, offset: int) -> Tensor:
         """``(B, k, P)`` prior samples for every target, in the synth's columns."""
-        from synthmatch.agents.matching import check_compatible
-
-        columns = check_compatible(self.prior, task.synth)
-        gen = torch.Generator(self.prior.device).manual_seed(task.seed * 1_000_003 + offset)
-        with torch.no_grad():
-            u = self.prior.sample_audio(task.target_audio.to(self.prior.device), k,
-                                        generator=gen)
-        return u[..., columns].to(task.synth.device)
+        return draw_samples(self.prior, task, k, offset)
 
     def best_of(self, task: MatchTask, k: int) -> tuple[Tensor, Tensor]:
         """Render ``k`` samples per target; return them ``(B, k, P)`` ranked by distance."""
@@ -320,13 +345,7 @@ class PriorCritic(PriorCentral):
                  proposals: int = CRITIC_PROPOSALS):
         self.critic_path = Path(critic_path)
         self.critic, meta = load_critic(critic_path, device)
-        prior_path = Path(meta["prior"])
-        if not prior_path.is_file():
-            raise FileNotFoundError(f"{critic_path} ranks the samples of the prior at "
-                                    f"{prior_path}, which is not there")
-        if cached_sha256(prior_path) != meta["prior_sha256"]:
-            raise ValueError(f"{prior_path} has changed since {critic_path} was trained on its "
-                             "samples; train the critic again")
+        prior_path = named_prior(meta, "prior", critic_path, "the critic")
         super().__init__(prior_path, device, proposals=proposals)
 
     def settings(self) -> dict[str, Any]:
@@ -372,3 +391,43 @@ class FinetunedPrior(Prior):
         tuned = self.prior.finetuned
         return {**super().settings(), "finetuned_from": tuned.get("from"),
                 "rounds": tuned.get("rounds"), "k": tuned.get("k"), "seed": tuned.get("seed")}
+
+
+class GatedPrior(FinetunedPrior):
+    """The best of K samples of one of two priors per target, as a gate picks
+    (``experiments/train_gate.py``): the prior trained on the synth's renders for the sounds
+    the gate finds synth-like, the prior fine-tuned by reward (``prior-rlft``'s) for the rest.
+    Routing renders nothing. The gate's checkpoint names both priors."""
+
+    name = "prior-rlft+gate"
+
+    def __init__(self, gate_path: str | Path, device: str = "cpu"):
+        from synthmatch.agents.gate import check_pair
+
+        self.gate_path = Path(gate_path)
+        self.gate, meta = load_gate(gate_path, device)
+        super().__init__(named_prior(meta, "finetuned", gate_path, "the gate"), device)
+        self.base_path = named_prior(meta, "prior", gate_path, "the gate")
+        self.base = load_prior(self.base_path, device)
+        check_pair(self.base, self.prior)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "gate": str(self.gate_path),
+                "base_prior": str(self.base_path)}
+
+    def files(self) -> list[Path]:
+        return [self.gate_path, self.base_path, *super().files()]
+
+    def synth_like(self, task: MatchTask) -> Tensor:
+        """``(B,)`` bool: the targets the gate sends to the synthetic-data prior."""
+        from synthmatch.agents.gate import gate_mel, synth_like
+
+        mel = gate_mel(self.base, task.target_audio.to(self.base.device))
+        return synth_like(self.gate.to(mel.device), mel).to(task.synth.device)
+
+    def sample(self, task: MatchTask, k: int, offset: int) -> Tensor:
+        # Both priors draw for every target with the same seeds, so a target's samples are
+        # exactly those prior or prior-rlft would draw for it.
+        tuned = super().sample(task, k, offset)
+        base = draw_samples(self.base, task, k, offset)
+        return torch.where(self.synth_like(task)[:, None, None], base, tuned)
