@@ -29,8 +29,8 @@ from synthmatch.rewards import PerceptualDistance
 from synthmatch.synths import ProbeNote, Synth, make_synth
 
 SYNTHS = ("subtractive", "fm", "torchsynth", "vital", "vst3")
-# Methods the command runs (nearest, rl, prior+critic and prior+gradient+rl need a dataset,
-# a policy or a critic: use the leaderboard script for those).
+# Methods the command runs (nearest, rl, prior+critic, prior+gradient+rl and prior-rlft+gate
+# need a dataset, a policy, a critic or a gate: use the leaderboard script for those).
 MATCH_METHODS = ("default", "random", "cmaes", "gradient", "prior", "prior+cmaes",
                  "prior+gradient", "prior+es", "prior+central", "prior+gradient-patience")
 DEFAULT_BUDGET = 1000
@@ -43,15 +43,15 @@ LEADERBOARD_SUITES = {"subtractive": "bench-v1/subtractive-id", "fm": "bench-v1/
                       "torchsynth": "bench-v1/torchsynth-id"}
 LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
     "subtractive": {
-        1: ["prior+critic", "prior+central", "prior", "prior-rlft", "nearest", "random",
-            "default"],
-        16: ["prior+central", "prior+critic", "prior", "prior-rlft", "rl", "nearest", "gradient",
-             "cmaes", "random"],
+        1: ["prior+critic", "prior+central", "prior-rlft+gate", "prior", "prior-rlft", "nearest",
+            "random", "default"],
+        16: ["prior+central", "prior+critic", "prior-rlft+gate", "prior", "prior-rlft", "rl",
+             "nearest", "gradient", "cmaes", "random"],
         100: ["prior+gradient+rl", "prior+gradient-patience", "prior+gradient", "prior+rl",
               "prior+es", "prior+cmaes", "prior+critic", "prior+central", "prior-rlft", "prior",
-              "gradient", "rl", "nearest", "cmaes", "random"],
-        1000: ["prior+gradient", "prior+cmaes", "prior+es", "prior+rl", "prior-rlft", "prior",
-               "gradient", "nearest", "cmaes", "random"],
+              "prior-rlft+gate", "gradient", "rl", "nearest", "cmaes", "random"],
+        1000: ["prior+gradient", "prior+cmaes", "prior+es", "prior+rl", "prior-rlft",
+               "prior-rlft+gate", "prior", "gradient", "nearest", "cmaes", "random"],
     },
     "fm": {
         1: ["prior+central", "prior", "nearest", "random", "default"],
