@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,16 @@ import pytest
 import torch
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# Popen keyword arguments for a child that a test stops with SIGINT: the child takes Ctrl-C
+# as from a terminal even where the suite itself runs with it ignored (a background job of a
+# shell without job control, whose children inherit the ignore).
+INTERRUPTIBLE = {"preexec_fn": _default_sigint}
 
 
 def peak_frequency(audio: torch.Tensor, sample_rate: int) -> float:

@@ -403,7 +403,9 @@ class StopOnInterrupt(BaseCallback):
     and one raised inside a finalizer or a library's cleanup is printed and dropped: training
     would go on as if the key had not been pressed. Here the signal only sets a flag, and a
     second Ctrl-C raises at once. Installed in the main thread only (signal handlers cannot
-    be set elsewhere); :meth:`restore` puts the previous handler back.
+    be set elsewhere); :meth:`restore` puts the previous handler back. A process started with
+    Ctrl-C ignored (a background job of a shell without job control) keeps ignoring it, as
+    Python itself does.
     """
 
     def __init__(self):
@@ -412,7 +414,8 @@ class StopOnInterrupt(BaseCallback):
         self._previous: Any = None
 
     def _on_training_start(self) -> None:
-        if threading.current_thread() is threading.main_thread():
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
             self._previous = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.agents.test_training import ROOT, run_script, tags
+from tests.conftest import INTERRUPTIBLE
 
 pytest.importorskip("flow_matching")
 pytest.importorskip("h5py")
@@ -108,7 +109,7 @@ def test_ctrl_c_saves_a_prior_checkpoint(dataset, tmp_path):
         [sys.executable, str(ROOT / "experiments/train_prior.py"), "--data", str(dataset),
          "--steps", "1000000", "--eval-every", "1000000", "--log-dir", str(tmp_path / "runs"),
          "--run-name", "interrupted", *TINY_PRIOR],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **INTERRUPTIBLE)
     try:
         deadline = time.monotonic() + 120
         while (not list(run.glob("events.out.tfevents.*")) and time.monotonic() < deadline

@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from synthmatch.agents.evaluation import evaluate, random_policy
 from synthmatch.envs import SynthMatchCore
+from tests.conftest import INTERRUPTIBLE
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--num-envs", "4", "--checkpoint-every", "128", "--media-every", "128",
@@ -99,7 +100,7 @@ def test_ctrl_c_leaves_a_readable_checkpoint(tmp_path):
         [sys.executable, str(ROOT / "experiments/train_ppo.py"), "--total-timesteps", "100000",
          "--n-steps", "16", "--batch-size", "64", "--n-epochs", "1", "--log-dir",
          str(tmp_path / "runs"), "--run-name", "interrupted", *TINY],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **INTERRUPTIBLE)
     try:
         deadline = time.monotonic() + 300
         while not latest.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -205,18 +206,29 @@ def test_ctrl_c_sets_a_flag_the_next_step_reads_and_a_second_one_raises():
 
     from synthmatch.agents.training import StopOnInterrupt
 
-    before = signal.getsignal(signal.SIGINT)
-    stop = StopOnInterrupt()
-    stop._on_training_start()
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     try:
-        assert stop._on_step()
-        os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt here
+        stop = StopOnInterrupt()
+        stop._on_training_start()
+        try:
+            assert stop._on_step()
+            os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt here
+            time.sleep(0.1)
+            assert stop.interrupted and not stop._on_step()
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1.0)
+        finally:
+            stop.restore()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        # A process that was started with Ctrl-C ignored keeps ignoring it.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ignoring = StopOnInterrupt()
+        ignoring._on_training_start()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.1)
-        assert stop.interrupted and not stop._on_step()
-        assert signal.getsignal(signal.SIGINT) is before
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1.0)
+        assert not ignoring.interrupted and ignoring._on_step()
     finally:
-        stop.restore()
-    assert signal.getsignal(signal.SIGINT) is before
+        signal.signal(signal.SIGINT, outer)
