@@ -222,8 +222,6 @@ class PriorGradient(PriorMethod):
         return best_so_far(task.meter)
 
 
-
-
 class PriorES(PriorMethod):
     """The prior's best of 16, then a (1+1) evolution strategy: one Gaussian proposal per
     target per render (step ``sigma`` in every normalised parameter), kept if it sounds closer.
