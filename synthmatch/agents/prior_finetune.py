@@ -7,7 +7,9 @@ parameters are needed, so the sounds can come from any instrument. Each round:
 
 1. samples ``k`` presets per pool sound from the current prior, renders and scores them;
 2. keeps each sound's closest preset found in any round so far (an archive that can only get
-   closer);
+   closer), or its ``archive_size`` closest: training on one preset per sound pulls the
+   prior's samples together, so that each further sample adds less (docs/results.md measures
+   the spread), while several good presets per sound keep a spread of good answers;
    Optionally (``refine_steps``) a search then improves each archived preset by reward alone:
    a (1+1) evolution strategy from it, whose step size follows the 1/5th success rule and
    carries over between rounds. Sampling alone stalls on sounds that are far from anything
@@ -92,6 +94,9 @@ class FinetuneSettings:
     0: the archive improves by sampling alone"""
     refine_sigma: float = 0.05
     """starting ES step in every normalised parameter (then adapted per sound)"""
+    archive_size: int = 1
+    """closest presets kept per pool sound over all rounds, each trained on equally often
+    (at most --k); 1: the best only"""
     learning_rate: float = 1e-4
     """AdamW learning rate (constant)"""
     val_k: int = 16
@@ -116,9 +121,13 @@ def check_settings(s: FinetuneSettings) -> None:
         ValueError: a non-positive count or a fraction outside ``[0, 1)``.
         FileNotFoundError: a prior, pool or dataset that is not there.
     """
-    for flag in ("rounds", "k", "steps_per_round", "batch_size", "val_k", "in_domain_targets"):
+    for flag in ("rounds", "k", "steps_per_round", "batch_size", "val_k", "in_domain_targets",
+                 "archive_size"):
         if getattr(s, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(s, flag)}")
+    if s.archive_size > s.k:
+        raise ValueError(f"--archive-size ({s.archive_size}) cannot exceed --k ({s.k}): the "
+                         "first round must fill the archive")
     if s.refine_steps < 0:
         raise ValueError(f"--refine-steps must be >= 0, got {s.refine_steps}")
     if not SIGMA_RANGE[0] <= s.refine_sigma <= SIGMA_RANGE[1]:
@@ -226,6 +235,26 @@ def interpolate_priors(base: FlowPrior, tuned: FlowPrior, alpha: float) -> FlowP
     return mixed.eval()
 
 
+def update_archive(archive: Tensor, archive_d: Tensor, candidates: Tensor,
+                   candidate_d: Tensor) -> tuple[Tensor, Tensor]:
+    """The ``m`` closest presets per sound among the archive and new candidates.
+
+    Args:
+        archive: ``(B, m, P)`` kept presets, closest first (unfilled slots have distance inf).
+        archive_d: ``(B, m)`` their distances.
+        candidates: ``(B, k, P)`` new presets.
+        candidate_d: ``(B, k)`` their distances.
+
+    Returns:
+        The new ``(B, m, P)`` archive and ``(B, m)`` distances, closest first. On a tie the
+        archived preset stays.
+    """
+    params = torch.cat([archive, candidates], dim=1)
+    d = torch.cat([archive_d, candidate_d], dim=1)
+    order = d.argsort(dim=1, stable=True)[:, :archive.shape[1]]
+    return params.gather(1, order[..., None].expand(-1, -1, params.shape[2])), d.gather(1, order)
+
+
 @torch.no_grad()
 def refine_archive(synth: Synth, distance: PerceptualDistance, audio: Tensor,
                    archive: Tensor, archive_d: Tensor, sigma: Tensor, steps: int,
@@ -320,8 +349,9 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     validation = Validation(synth, settings.in_domain_targets, val_audio, val_sources,
                             tuple(sorted({1, settings.val_k})))
 
-    archive = torch.zeros(pool_audio.shape[0], prior.config.num_params, device=device)
-    archive_d = torch.full((pool_audio.shape[0],), float("inf"), device=device)
+    m = settings.archive_size
+    archive = torch.zeros(pool_audio.shape[0], m, prior.config.num_params, device=device)
+    archive_d = torch.full((pool_audio.shape[0], m), float("inf"), device=device)
     sigma = torch.full((pool_audio.shape[0],), settings.refine_sigma, device=device)
     es_gen = torch.Generator(device).manual_seed(settings.seed + 2)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=settings.learning_rate)
@@ -348,23 +378,25 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
         prior.eval()
         matcher = OneShotMatcher(prior, synth, k=settings.k, device=device,
                                  seed=settings.seed * 1_000_003 + round_)
-        sampled = []
+        sampled, spread = [], []
         for i in range(0, pool_audio.shape[0], SAMPLE_CHUNK):
             result = matcher.match(pool_audio[i:i + SAMPLE_CHUNK])
             rows = slice(i, i + result.params.shape[0])
-            better = result.distance < archive_d[rows]
-            archive[rows] = torch.where(better[:, None], result.params, archive[rows])
-            archive_d[rows] = torch.minimum(result.distance, archive_d[rows])
+            archive[rows], archive_d[rows] = update_archive(
+                archive[rows], archive_d[rows], result.candidates, result.candidate_distances)
             sampled.append(result.distance)
-        if settings.refine_steps:
-            refine_archive(synth, matcher.distance, pool_audio, archive, archive_d, sigma,
-                           settings.refine_steps, es_gen)
+            spread.append(result.candidates.std(dim=1).mean(dim=1))
+        if settings.refine_steps:  # the closest preset of each sound stays the closest
+            refine_archive(synth, matcher.distance, pool_audio, archive[:, 0], archive_d[:, 0],
+                           sigma, settings.refine_steps, es_gen)
         # 3. Train on (sound, archived preset) pairs, with synthetic pairs rehearsed.
         prior.train()
         losses = []
         for _ in range(settings.steps_per_round):
             i = torch.randint(pool_audio.shape[0], (n_pool,), generator=batch_gen).to(device)
-            params, mel = archive[i], pool_mel[i]
+            slot = (torch.randint(m, (n_pool,), generator=batch_gen).to(device) if m > 1
+                    else torch.zeros_like(i))
+            params, mel = archive[i, slot], pool_mel[i]
             if n_syn:
                 j = torch.randint(synthetic[0].shape[0], (n_syn,), generator=batch_gen)
                 j = j.to(device)
@@ -378,7 +410,10 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
             optimizer.step()
             losses.append(loss.item())
         validate(round_, {"pool/sampled_best_of_k": float(torch.cat(sampled).median()),
-                          "pool/archive": float(archive_d.median()),
+                          "pool/archive": float(archive_d[:, 0].median()),
+                          # Mean per-parameter std of a sound's k samples: how far apart
+                          # the prior's answers for one sound lie.
+                          "pool/sample_spread": float(torch.cat(spread).mean()),
                           **({"pool/es_sigma": float(sigma.median())}
                              if settings.refine_steps else {}),
                           "loss/train": float(np.mean(losses))})

@@ -1,10 +1,11 @@
-"""The search step of reward fine-tuning: a (1+1)-ES that improves archived presets."""
+"""Reward fine-tuning's archive of presets and the (1+1)-ES that improves it, round picking
+and weight interpolation."""
 
 from __future__ import annotations
 
 import torch
 
-from synthmatch.agents.prior_finetune import SIGMA_RANGE, refine_archive
+from synthmatch.agents.prior_finetune import SIGMA_RANGE, refine_archive, update_archive
 from synthmatch.rewards import PerceptualDistance
 from synthmatch.synths import make_synth
 
@@ -127,3 +128,43 @@ def test_curves_and_pick_round_scripts_read_finetune_histories(tmp_path):
     assert "Traceback" not in missing.stderr
     table = run_script("pick_round.py", str(tmp_path / "old"), str(tmp_path / "new")).stdout
     assert "| 2 | 0.800 (-20.0%) | 0.300 (+0.0%) |" in table and "Picked round: 2" in table
+
+
+def test_update_archive_keeps_the_closest_presets_seen_in_any_round():
+    """Against an oracle that remembers every candidate: after each round the archive holds
+    each sound's m closest presets so far, closest first, and never loses one for a tie."""
+    gen = torch.Generator().manual_seed(0)
+    b, m, k, p = 5, 3, 4, 2
+    archive, archive_d = torch.zeros(b, m, p), torch.full((b, m), float("inf"))
+    seen_p, seen_d = [], []
+    for _ in range(4):
+        cand = torch.rand(b, k, p, generator=gen)
+        cand_d = torch.rand(b, k, generator=gen).round(decimals=1)  # ties happen
+        archive, archive_d = update_archive(archive, archive_d, cand, cand_d)
+        seen_p.append(cand)
+        seen_d.append(cand_d)
+        all_d = torch.cat(seen_d, dim=1)
+        torch.testing.assert_close(archive_d, all_d.sort(dim=1).values[:, :m])
+        for row in range(b):  # each kept preset is a candidate with the distance it is kept at
+            for slot in range(m):
+                j = (torch.cat(seen_p, dim=1)[row] == archive[row, slot]).all(dim=1)
+                assert bool(j.any()) and bool((all_d[row, j] == archive_d[row, slot]).all())
+    # A new candidate as close as the kept one does not displace it.
+    tie, tie_d = update_archive(archive, archive_d, torch.full((b, 1, p), 9.0),
+                                archive_d[:, :1].clone())
+    assert torch.equal(tie[:, 0], archive[:, 0]) and torch.equal(tie_d[:, 0], archive_d[:, 0])
+
+
+def test_archive_size_must_fit_in_one_rounds_samples(tmp_path):
+    import pytest
+
+    from synthmatch.agents.prior_finetune import FinetuneSettings, check_settings
+
+    prior = tmp_path / "prior.pt"
+    prior.write_bytes(b"")
+    with pytest.raises(ValueError, match="cannot exceed --k"):
+        check_settings(FinetuneSettings(prior=str(prior), data=None, synthetic_fraction=0.0,
+                                        k=4, archive_size=5))
+    with pytest.raises(ValueError, match="--archive-size must be >= 1"):
+        check_settings(FinetuneSettings(prior=str(prior), data=None, synthetic_fraction=0.0,
+                                        archive_size=0))

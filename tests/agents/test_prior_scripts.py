@@ -144,9 +144,10 @@ def test_prior_scripts_have_help_and_fail_clearly(tmp_path):
 @pytest.mark.slow
 def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, tmp_path):
     """The prior is fine-tuned on a pool of another synth's sounds by reward alone (sampling,
-    then a search from the archive, rehearsing the synthetic data on the starting prior): the
-    run validates before and after every round, per source too, its archive of best presets
-    only gets closer, and the result loads as a prior with weights that moved."""
+    keeping two presets per sound, then a search from the archive, rehearsing the synthetic
+    data on the starting prior): the run validates before and after every round, per source
+    too, its archive of best presets only gets closer, and the result loads as a prior with
+    weights that moved."""
     pytest.importorskip("soundfile")
     from synthmatch.agents.prior import FlowPrior
     from synthmatch.leaderboard.suites import write_suite
@@ -167,7 +168,7 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
                "--val-pool", str(pools["val"]), "--data", str(dataset), "--rounds", "2",
                "--k", "3", "--steps-per-round", "4", "--batch-size", "8", "--val-k", "2",
                "--in-domain-targets", "3", "--rehearsal", "teacher", "--refine-steps", "2",
-               "--log-dir", str(logs), "--run-name", "ft")
+               "--archive-size", "2", "--log-dir", str(logs), "--run-name", "ft")
     history = json.loads((logs / "ft" / "history.json").read_text())
     assert [h["round"] for h in history] == [0, 1, 2]
     assert all(h["val/val_pool_best_of_2"] > 0 and h["val/in_domain_best_of_2"] > 0
@@ -177,6 +178,7 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
     assert all(f"val/val_pool_{source}_best_of_2" in h for h in history for source in "ab")
     assert all(h["val/in_domain_best_of_1"] > 0 for h in history)  # one render, always
     assert history[1]["pool/es_sigma"] > 0
+    assert all(h["pool/sample_spread"] > 0 for h in history[1:])
     tuned, start = FlowPrior.load(logs / "ft" / "prior.pt"), FlowPrior.load(prior_path)
     moved = [not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(),
                                                   start.state_dict().values(), strict=True)]
