@@ -146,18 +146,27 @@ def check_settings(s: FinetuneSettings) -> None:
     resolve_device(s.device)
 
 
+def sample_spread(candidates: Tensor) -> Tensor:
+    """``(B,)`` how far apart each sound's ``(B, k, P)`` presets lie: the mean over parameters
+    of their standard deviation over the ``k`` samples (normalised parameters)."""
+    return candidates.std(dim=1).mean(dim=1)
+
+
 class BestOfK:
-    """The distance of the best of ``k`` prior samples per sound (fixed noise)."""
+    """The distance of the best of ``k`` prior samples per sound (fixed noise), and the
+    spread of those samples."""
 
     def __init__(self, synth, audio: Tensor, k: int, seed: int):
         self.synth, self.audio, self.k, self.seed = synth, audio, k, seed
 
-    def __call__(self, prior: FlowPrior) -> Tensor:
-        """``(N,)`` distances, one per sound."""
+    def __call__(self, prior: FlowPrior) -> tuple[Tensor, Tensor]:
+        """``(N,)`` distances and ``(N,)`` :func:`sample_spread`, one each per sound."""
         matcher = OneShotMatcher(prior, self.synth, k=self.k, device=prior.device,
                                  seed=self.seed)
-        return torch.cat([matcher.match(self.audio[i:i + SAMPLE_CHUNK]).distance
-                          for i in range(0, self.audio.shape[0], SAMPLE_CHUNK)])
+        results = [matcher.match(self.audio[i:i + SAMPLE_CHUNK])
+                   for i in range(0, self.audio.shape[0], SAMPLE_CHUNK)]
+        return (torch.cat([r.distance for r in results]),
+                torch.cat([sample_spread(r.candidates) for r in results]))
 
 
 def validation_targets(synth: Synth, count: int) -> Tensor:
@@ -175,7 +184,8 @@ class Validation:
     """The figures a fine-tuned prior is judged by before it meets a benchmark: the median
     best-of-``k`` distance, for each ``k`` in ``ks``, on held-out synthetic targets of the
     prior's synth (:func:`validation_targets`) and on a validation pool, with one median per
-    instrument of the pool. Keys: ``val/<set>_best_of_<k>``.
+    instrument of the pool. Keys: ``val/<set>_best_of_<k>``, and for ``k > 1`` the mean
+    :func:`sample_spread` of those samples, ``val/<set>_spread_of_<k>``.
 
     Args:
         synth: The prior's synth (renders the in-domain targets and the samples).
@@ -200,12 +210,17 @@ class Validation:
     def __call__(self, prior: FlowPrior) -> dict[str, float]:
         values = {}
         for (key, k), check in self.checks.items():
-            d = check(prior)
+            d, spread = check(prior)
             values[f"val/{key}_best_of_{k}"] = float(d.median())
+            if k > 1:
+                values[f"val/{key}_spread_of_{k}"] = float(spread.mean())
             if key == "val_pool" and self.sources is not None:
                 for source in sorted(set(self.sources)):
                     mine = [i for i, v in enumerate(self.sources) if v == source]
                     values[f"val/val_pool_{source}_best_of_{k}"] = float(d[mine].median())
+                    if k > 1:
+                        values[f"val/val_pool_{source}_spread_of_{k}"] = float(
+                            spread[mine].mean())
         return values
 
 
@@ -385,7 +400,7 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
             archive[rows], archive_d[rows] = update_archive(
                 archive[rows], archive_d[rows], result.candidates, result.candidate_distances)
             sampled.append(result.distance)
-            spread.append(result.candidates.std(dim=1).mean(dim=1))
+            spread.append(sample_spread(result.candidates))
         if settings.refine_steps:  # the closest preset of each sound stays the closest
             refine_archive(synth, matcher.distance, pool_audio, archive[:, 0], archive_d[:, 0],
                            sigma, settings.refine_steps, es_gen)
@@ -411,8 +426,6 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
             losses.append(loss.item())
         validate(round_, {"pool/sampled_best_of_k": float(torch.cat(sampled).median()),
                           "pool/archive": float(archive_d[:, 0].median()),
-                          # Mean per-parameter std of a sound's k samples: how far apart
-                          # the prior's answers for one sound lie.
                           "pool/sample_spread": float(torch.cat(spread).mean()),
                           **({"pool/es_sigma": float(sigma.median())}
                              if settings.refine_steps else {}),
@@ -472,9 +485,10 @@ def pick_round(histories: list[list[dict[str, Any]]], val_k: int = 16,
 def rows_table(histories: list[list[dict[str, Any]]], label: str = "round") -> str:
     """A Markdown table of the runs' validation figures, row by row (mean over the runs), each
     with its change against row 0; ``label`` names the rows' first column (a key of the
-    rows)."""
+    rows). Figures that not every run logged are left out."""
     rows = min(len(h) for h in histories)
-    keys = [k for k in histories[0][0] if k.startswith("val/")]
+    keys = [k for k in histories[0][0]
+            if k.startswith("val/") and all(k in h[0] for h in histories)]
     start = [float(np.mean([h[0][k] for h in histories])) for k in keys]
     lines = ["| " + label + " | " + " | ".join(k.removeprefix("val/") for k in keys) + " |",
              "|---:|" + "---:|" * len(keys)]

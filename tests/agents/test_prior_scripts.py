@@ -128,7 +128,7 @@ def test_ctrl_c_saves_a_prior_checkpoint(dataset, tmp_path):
 def test_prior_scripts_have_help_and_fail_clearly(tmp_path):
     for name in ("train_prior.py", "prior_results.py", "export_prior.py", "finetune_prior.py",
                  "pick_round.py", "interpolate_prior.py", "make_sound_pool.py",
-                 "train_critic.py", "train_restarts.py"):
+                 "train_critic.py", "train_restarts.py", "validate_priors.py"):
         assert "usage" in run_script(name, "--help").stdout
     missing = subprocess.run([sys.executable, str(ROOT / "experiments/train_prior.py"),
                               "--resume", str(tmp_path / "nope.pt")],
@@ -179,6 +179,8 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
     assert all(h["val/in_domain_best_of_1"] > 0 for h in history)  # one render, always
     assert history[1]["pool/es_sigma"] > 0
     assert all(h["pool/sample_spread"] > 0 for h in history[1:])
+    assert all(h["val/val_pool_a_spread_of_2"] > 0 and "val/in_domain_spread_of_1" not in h
+               for h in history)
     tuned, start = FlowPrior.load(logs / "ft" / "prior.pt"), FlowPrior.load(prior_path)
     moved = [not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(),
                                                   start.state_dict().values(), strict=True)]
@@ -205,6 +207,13 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
     assert half.finetuned["interpolated"]["alpha"] == 0.5
     assert half.finetuned["interpolated"]["base"] == str(prior_path)
     assert not (wise / "prior_a0.pt").exists()  # weight 0 is the base itself
+    # The same figures for any priors, one row each, filtered by name.
+    table = run_script("validate_priors.py", str(prior_path), str(logs / "ft" / "prior.pt"),
+                       "--val-pool", str(pools["val"]), "--in-domain-targets", "3", "--ks", "1",
+                       "2", "--only", "spread").stdout
+    assert ("| prior | in_domain_spread_of_2 | val_pool_spread_of_2 | val_pool_a_spread_of_2 |"
+            in table)
+    assert f"| {logs / 'ft' / 'prior.pt'} | " in table and "best_of" not in table
     no_pool = subprocess.run([sys.executable, str(ROOT / "experiments/finetune_prior.py"),
                               "--prior", str(prior_path), "--pool", str(tmp_path / "nowhere")],
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
