@@ -1,8 +1,9 @@
 """Measure priors on the validation figures that finetune_prior.py logs after every round:
 the median best-of-k distance on held-out synthetic targets of the prior's synth and on a
 validation pool (per instrument too), and how far apart each sound's k samples lie (the mean
-per-parameter standard deviation, ``spread_of_<k>``). Each row is one prior, with its change
-against the first. Nothing here reads a benchmark suite.
+per-parameter standard deviation, ``spread_of_<k>``). Each row is one prior (at one sampling
+temperature, the scale of the starting noise), with its change against the first. Nothing
+here reads a benchmark suite.
 
     python experiments/validate_priors.py --help
     python experiments/validate_priors.py runs/prior/subtractive/prior.pt \\
@@ -37,6 +38,9 @@ class Args:
     """held-out synthetic targets (seeds 1,000,000...)"""
     ks: list[int] = field(default_factory=lambda: [1, 16])
     """samples per sound of the figures"""
+    temperatures: list[float] = field(default_factory=lambda: [1.0])
+    """scales of the sampling noise, each measured for every prior (1: as trained, as the
+    leaderboard samples)"""
     only: str | None = None
     """keep the figures whose name contains this (e.g. vital, spread)"""
     device: str = "cpu"
@@ -48,6 +52,8 @@ def main(args: Args) -> None:
         raise ValueError("give at least one prior checkpoint")
     if not args.ks or min(args.ks) < 1 or args.in_domain_targets < 1:
         raise ValueError("--ks and --in-domain-targets must be >= 1")
+    if not args.temperatures or min(args.temperatures) < 0:
+        raise ValueError("--temperatures must be >= 0")
     for path in args.priors:
         if not path.is_file():
             raise FileNotFoundError(f"no prior checkpoint at {path}")
@@ -61,14 +67,18 @@ def main(args: Args) -> None:
         raise ValueError("the priors play different synths or parameters")
     val = load_suite(args.val_pool)
     sources = [t.get("source", "") for t in val.manifest["targets"]]
-    validation = Validation(synth, args.in_domain_targets, val.audio,
-                            sources if all(sources) else None, tuple(sorted(set(args.ks))))
+    validations = {t: Validation(synth, args.in_domain_targets, val.audio,
+                                 sources if all(sources) else None, tuple(sorted(set(args.ks))),
+                                 temperature=t) for t in args.temperatures}
     rows = []
-    for path, prior in zip(tqdm(args.priors, desc="validate", unit="prior"), priors,
-                           strict=True):
-        values = validation(prior)
-        rows.append({"prior": str(path), **{k: v for k, v in values.items()
-                                            if args.only is None or args.only in k}})
+    with tqdm(total=len(priors) * len(validations), desc="validate", unit="prior") as bar:
+        for path, prior in zip(args.priors, priors, strict=True):
+            for t, validation in validations.items():
+                values = validation(prior)
+                label = str(path) if len(validations) == 1 else f"{path} at {t:g}"
+                rows.append({"prior": label, **{k: v for k, v in values.items()
+                                                if args.only is None or args.only in k}})
+                bar.update()
     if len(rows[0]) == 1:
         raise ValueError(f"--only {args.only!r} matches no figure")
     print(f"Change against {args.priors[0]}")

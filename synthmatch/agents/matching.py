@@ -60,10 +60,12 @@ class OneShotMatcher:
         steps: ODE steps per sample.
         device: Where prior, synth and scoring run.
         seed: Seed of the sampling noise.
+        temperature: Scale of the sampling noise (:meth:`FlowPrior.sample`).
     """
 
     def __init__(self, prior: FlowPrior, synth: Synth | None = None, *, k: int = 16,
-                 steps: int = 16, device: torch.device | str = "cpu", seed: int = 0):
+                 steps: int = 16, device: torch.device | str = "cpu", seed: int = 0,
+                 temperature: float = 1.0):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.device = torch.device(device)
@@ -73,12 +75,13 @@ class OneShotMatcher:
         self.distance = PerceptualDistance(self.synth.sample_rate).to(self.device)
         self.k = k
         self.steps = steps
+        self.temperature = temperature
         self.generator = torch.Generator(self.device).manual_seed(seed)
 
     def propose(self, target_audio: Tensor, k: int | None = None) -> Tensor:
         """``(B, k, P)`` prior samples for ``(B, T)`` targets, in the synth's columns."""
         u = self.prior.sample_audio(target_audio.to(self.device), k or self.k, steps=self.steps,
-                                    generator=self.generator)
+                                    generator=self.generator, temperature=self.temperature)
         return u[..., self.columns]
 
     def match(self, target_audio: Tensor) -> MatchResult:

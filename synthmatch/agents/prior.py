@@ -276,7 +276,7 @@ class FlowPrior(nn.Module):
 
     @torch.no_grad()
     def sample(self, mel_db: Tensor, k: int = 1, *, steps: int = 16, method: str = "midpoint",
-               generator: torch.Generator | None = None) -> Tensor:
+               generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
         """``k`` candidate presets per target log-mel: ``(B, k, P)`` in ``[0, 1]``.
 
         Args:
@@ -285,15 +285,19 @@ class FlowPrior(nn.Module):
             steps: ODE steps (``midpoint`` costs two network calls per step).
             method: ``ODESolver`` method (``euler``, ``midpoint``...).
             generator: Draws the starting noise (on the prior's device).
+            temperature: Scales the starting noise: above 1 spreads the samples wider than
+                the learned distribution, 0 gives one deterministic sample per target.
         """
         if k < 1 or steps < 1:
             raise ValueError(f"need k >= 1 and steps >= 1, got k={k}, steps={steps}")
+        if not temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
         was_training = self.training
         self.eval()
         embedding = self.embed(mel_db).repeat_interleave(k, dim=0)
         noise = torch.randn(embedding.shape[0], self.config.num_params, generator=generator,
                             device=self.device)
-        x = self.sample_flow(embedding, noise, steps, method)
+        x = self.sample_flow(embedding, temperature * noise, steps, method)
         self.train(was_training)
         return self.to_unit(x).reshape(-1, k, self.config.num_params)
 

@@ -148,21 +148,25 @@ def check_settings(s: FinetuneSettings) -> None:
 
 def sample_spread(candidates: Tensor) -> Tensor:
     """``(B,)`` how far apart each sound's ``(B, k, P)`` presets lie: the mean over parameters
-    of their standard deviation over the ``k`` samples (normalised parameters)."""
+    of their standard deviation over the ``k`` samples (normalised parameters); 0 for one
+    sample."""
+    if candidates.shape[1] == 1:
+        return candidates.new_zeros(candidates.shape[0])
     return candidates.std(dim=1).mean(dim=1)
 
 
 class BestOfK:
-    """The distance of the best of ``k`` prior samples per sound (fixed noise), and the
-    spread of those samples."""
+    """The distance of the best of ``k`` prior samples per sound (fixed noise, scaled by
+    ``temperature``), and the spread of those samples."""
 
-    def __init__(self, synth, audio: Tensor, k: int, seed: int):
+    def __init__(self, synth, audio: Tensor, k: int, seed: int, temperature: float = 1.0):
         self.synth, self.audio, self.k, self.seed = synth, audio, k, seed
+        self.temperature = temperature
 
     def __call__(self, prior: FlowPrior) -> tuple[Tensor, Tensor]:
         """``(N,)`` distances and ``(N,)`` :func:`sample_spread`, one each per sound."""
         matcher = OneShotMatcher(prior, self.synth, k=self.k, device=prior.device,
-                                 seed=self.seed)
+                                 seed=self.seed, temperature=self.temperature)
         results = [matcher.match(self.audio[i:i + SAMPLE_CHUNK])
                    for i in range(0, self.audio.shape[0], SAMPLE_CHUNK)]
         return (torch.cat([r.distance for r in results]),
@@ -193,18 +197,20 @@ class Validation:
         val_audio: ``(N, T)`` validation sounds, or ``None``.
         val_sources: The instrument of each validation sound, or ``None``.
         ks: Samples per sound (each ``k`` is the leaderboard's ``prior`` at ``k`` renders).
+        temperature: Scale of the sampling noise (1: the prior as trained, as the
+            leaderboard samples it).
     """
 
     def __init__(self, synth: Synth, in_domain_targets: int, val_audio: Tensor | None,
-                 val_sources: list[str] | None, ks: tuple[int, ...]):
+                 val_sources: list[str] | None, ks: tuple[int, ...], temperature: float = 1.0):
         if val_sources is not None and (val_audio is None or len(val_sources) != len(val_audio)):
             raise ValueError("val_sources needs one source per validation sound")
         device = synth.device
         audio = {"in_domain": validation_targets(synth, in_domain_targets).to(device)}
         if val_audio is not None:
             audio["val_pool"] = val_audio.to(device)
-        self.checks = {(key, k): BestOfK(synth, a, k, 1) for key, a in audio.items()
-                       for k in ks}
+        self.checks = {(key, k): BestOfK(synth, a, k, 1, temperature)
+                       for key, a in audio.items() for k in ks}
         self.sources = val_sources
 
     def __call__(self, prior: FlowPrior) -> dict[str, float]:

@@ -82,6 +82,18 @@ def test_samples_have_the_right_shape_range_and_discrete_steps(subtractive):
     assert not torch.equal(u, other)
     with pytest.raises(ValueError, match="k >= 1"):
         prior.sample_audio(audio, k=0)
+    # The temperature scales the starting noise of the same draw; 0 leaves one sample.
+    hot = prior.sample_audio(audio, k=5, steps=4, generator=torch.Generator().manual_seed(0),
+                             temperature=1.5)
+    noise = torch.randn(15, len(table), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        flow = prior.sample_flow(prior.embed(prior.mel(audio)).repeat_interleave(5, 0),
+                                 1.5 * noise, 4)
+    torch.testing.assert_close(hot, prior.to_unit(flow).reshape(3, 5, -1))
+    cold = prior.sample_audio(audio, k=5, steps=4, temperature=0.0)
+    assert torch.equal(cold, cold[:, :1].expand_as(cold))
+    with pytest.raises(ValueError, match="temperature"):
+        prior.sample_audio(audio, temperature=-1.0)
     with pytest.raises(ValueError, match="audio must have shape"):
         prior.sample_audio(audio[:, :100])
 

@@ -210,10 +210,13 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
     # The same figures for any priors, one row each, filtered by name.
     table = run_script("validate_priors.py", str(prior_path), str(logs / "ft" / "prior.pt"),
                        "--val-pool", str(pools["val"]), "--in-domain-targets", "3", "--ks", "1",
-                       "2", "--only", "spread").stdout
+                       "2", "--only", "spread", "--temperatures", "1", "0").stdout
     assert ("| prior | in_domain_spread_of_2 | val_pool_spread_of_2 | val_pool_a_spread_of_2 |"
             in table)
-    assert f"| {logs / 'ft' / 'prior.pt'} | " in table and "best_of" not in table
+    assert f"| {logs / 'ft' / 'prior.pt'} at 1 | " in table and "best_of" not in table
+    # Temperature 0 draws one deterministic sample per sound: no spread at all.
+    cold = next(line for line in table.splitlines() if f"{prior_path} at 0 |" in line)
+    assert cold.count("| 0.000 (-100.0%)") == 4, cold
     no_pool = subprocess.run([sys.executable, str(ROOT / "experiments/finetune_prior.py"),
                               "--prior", str(prior_path), "--pool", str(tmp_path / "nowhere")],
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
