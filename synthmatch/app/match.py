@@ -50,8 +50,8 @@ LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
         100: ["prior+gradient+rl", "prior+gradient-patience", "prior+gradient", "prior+rl",
               "prior+es", "prior+cmaes", "prior+critic", "prior+central", "prior-rlft", "prior",
               "prior-rlft+gate", "gradient", "rl", "nearest", "cmaes", "random"],
-        1000: ["prior+gradient", "prior+cmaes", "prior+es", "prior+rl", "prior-rlft",
-               "prior-rlft+gate", "prior", "gradient", "nearest", "cmaes", "random"],
+        1000: ["prior+gradient", "prior+cmaes", "prior+es", "prior+rl", "prior-rlft", "prior",
+               "prior-rlft+gate", "gradient", "nearest", "cmaes", "random"],
     },
     "fm": {
         1: ["prior+central", "prior", "nearest", "random", "default"],
