@@ -7,9 +7,9 @@ parameters are needed, so the sounds can come from any instrument. Each round:
 
 1. samples ``k`` presets per pool sound from the current prior, renders and scores them;
 2. keeps each sound's closest preset found in any round so far (an archive that can only get
-   closer), or its ``archive_size`` closest: training on one preset per sound pulls the
-   prior's samples together, so that each further sample adds less (docs/results.md measures
-   the spread), while several good presets per sound keep a spread of good answers;
+   closer), or its ``archive_size`` closest. Training on one preset per sound draws the
+   prior's samples together; four per sound kept them apart, but matched worse on validation
+   (docs/results.md);
    Optionally (``refine_steps``) a search then improves each archived preset by reward alone:
    a (1+1) evolution strategy from it, whose step size follows the 1/5th success rule and
    carries over between rounds. Sampling alone stalls on sounds that are far from anything
