@@ -41,6 +41,9 @@ class Args:
     temperatures: list[float] = field(default_factory=lambda: [1.0])
     """scales of the sampling noise, each measured for every prior (1: as trained, as the
     leaderboard samples)"""
+    seed: int = 1
+    """seed of the sampling noise (1: the draw finetune_prior.py's logs use; another seed
+    shows how much the figures move between draws)"""
     only: str | None = None
     """keep the figures whose name contains this (e.g. vital, spread)"""
     device: str = "cpu"
@@ -69,7 +72,7 @@ def main(args: Args) -> None:
     sources = [t.get("source", "") for t in val.manifest["targets"]]
     validations = {t: Validation(synth, args.in_domain_targets, val.audio,
                                  sources if all(sources) else None, tuple(sorted(set(args.ks))),
-                                 temperature=t) for t in args.temperatures}
+                                 temperature=t, seed=args.seed) for t in args.temperatures}
     rows = []
     with tqdm(total=len(priors) * len(validations), desc="validate", unit="prior") as bar:
         for path, prior in zip(args.priors, priors, strict=True):

@@ -199,17 +199,20 @@ class Validation:
         ks: Samples per sound (each ``k`` is the leaderboard's ``prior`` at ``k`` renders).
         temperature: Scale of the sampling noise (1: the prior as trained, as the
             leaderboard samples it).
+        seed: Seed of the sampling noise (the same draw for every prior measured; the
+            fine-tuning logs use 1).
     """
 
     def __init__(self, synth: Synth, in_domain_targets: int, val_audio: Tensor | None,
-                 val_sources: list[str] | None, ks: tuple[int, ...], temperature: float = 1.0):
+                 val_sources: list[str] | None, ks: tuple[int, ...], temperature: float = 1.0,
+                 seed: int = 1):
         if val_sources is not None and (val_audio is None or len(val_sources) != len(val_audio)):
             raise ValueError("val_sources needs one source per validation sound")
         device = synth.device
         audio = {"in_domain": validation_targets(synth, in_domain_targets).to(device)}
         if val_audio is not None:
             audio["val_pool"] = val_audio.to(device)
-        self.checks = {(key, k): BestOfK(synth, a, k, 1, temperature)
+        self.checks = {(key, k): BestOfK(synth, a, k, seed, temperature)
                        for key, a in audio.items() for k in ks}
         self.sources = val_sources
 

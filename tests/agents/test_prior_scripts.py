@@ -217,6 +217,11 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
     # Temperature 0 draws one deterministic sample per sound: no spread at all.
     cold = next(line for line in table.splitlines() if f"{prior_path} at 0 |" in line)
     assert cold.count("| 0.000 (-100.0%)") == 4, cold
+    # Another seed is another draw of the same priors' samples.
+    draws = [run_script("validate_priors.py", str(prior_path), "--val-pool", str(pools["val"]),
+                        "--in-domain-targets", "3", "--ks", "2", "--only", "val_pool_best",
+                        "--seed", seed).stdout.splitlines()[-1] for seed in ("1", "1", "5")]
+    assert draws[0] == draws[1] and draws[0] != draws[2]
     no_pool = subprocess.run([sys.executable, str(ROOT / "experiments/finetune_prior.py"),
                               "--prior", str(prior_path), "--pool", str(tmp_path / "nowhere")],
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
