@@ -28,6 +28,15 @@ def given_flags(argv: Sequence[str]) -> set[str]:
     return names | {n[3:] for n in names if n.startswith("no_")}
 
 
+def require_counts(settings: object, *flags: str) -> None:
+    """Refuse a count below 1: raise ``ValueError`` naming the first such field of
+    ``settings`` as its command-line flag (``num_envs`` -> ``--num-envs``)."""
+    for flag in flags:
+        value = getattr(settings, flag)
+        if value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+
+
 def fail(prog: str, message: object) -> NoReturn:
     """Print ``prog: error: message`` to stderr and exit with code 2."""
     if isinstance(message, KeyError) and message.args:

@@ -35,6 +35,7 @@ from synthmatch.agents.matching import check_compatible, prior_synth
 from synthmatch.agents.prior import FlowPrior
 from synthmatch.agents.prior_training import log_epoch, save_checkpoint
 from synthmatch.agents.search import score_candidates
+from synthmatch.cli import require_counts
 from synthmatch.devices import resolve_device
 from synthmatch.envs.core import SynthMatchCore
 from synthmatch.fileio import load_weights, sha256_file, write_json_atomic
@@ -87,9 +88,7 @@ class CriticSettings:
 
 def check_settings(s: CriticSettings) -> None:
     """Refuse settings that cannot make a sensible run, before anything is written."""
-    for flag in ("targets", "proposals", "val_targets", "epochs", "batch_size", "hidden"):
-        if getattr(s, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(s, flag)}")
+    require_counts(s, "targets", "proposals", "val_targets", "epochs", "batch_size", "hidden")
     if s.proposals < 2:
         raise ValueError(f"--proposals must be >= 2 (a ranking needs two), got {s.proposals}")
     if not s.learning_rate > 0:

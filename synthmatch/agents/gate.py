@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 
 from synthmatch.agents.matching import prior_synth
 from synthmatch.agents.prior import FlowPrior, MelEncoder
-from synthmatch.agents.prior_finetune import validation_targets
+from synthmatch.agents.prior_finetune import check_pool_audio, validation_targets
 from synthmatch.agents.prior_training import log_epoch, save_checkpoint
+from synthmatch.cli import require_counts
 from synthmatch.data.real_sounds import MIN_PEAK_DB, as_stored, draw_sounds, pool_seed
 from synthmatch.devices import resolve_device
 from synthmatch.fileio import load_weights, sha256_file, write_json_atomic
@@ -74,9 +75,7 @@ class GateSettings:
 
 def check_settings(s: GateSettings) -> None:
     """Refuse settings that cannot make a sensible run, before anything is written."""
-    for flag in ("synthetic", "in_domain_targets", "epochs", "batch_size"):
-        if getattr(s, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(s, flag)}")
+    require_counts(s, "synthetic", "in_domain_targets", "epochs", "batch_size")
     if not s.learning_rate > 0:
         raise ValueError(f"--learning-rate must be positive, got {s.learning_rate}")
     for flag in ("prior", "finetuned"):
@@ -175,11 +174,7 @@ def train_gate(settings: GateSettings, pool_audio: Tensor, val_audio: Tensor | N
     device = resolve_device(settings.device)
     base = FlowPrior.load(settings.prior, device)
     check_pair(base, FlowPrior.load(settings.finetuned, device))
-    length = base.config.num_samples
-    for name, audio in (("pool", pool_audio), ("validation pool", val_audio)):
-        if audio is not None and (audio.ndim != 2 or audio.shape[1] != length):
-            raise ValueError(f"{name} sounds must have shape (N, {length}) at the prior's "
-                             f"{base.config.sample_rate} Hz, got {tuple(audio.shape)}")
+    check_pool_audio(base, pool_audio, val_audio)
     name = settings.run_name or f"{Path(settings.finetuned).parent.name}_gate_s" \
                                 f"{settings.seed}_{int(time.time())}"
     run_dir = Path(settings.log_dir) / name

@@ -49,6 +49,7 @@ from synthmatch.agents.evaluation import HELD_OUT_SEED
 from synthmatch.agents.matching import OneShotMatcher, prior_synth
 from synthmatch.agents.prior import FlowPrior
 from synthmatch.agents.prior_training import save_checkpoint
+from synthmatch.cli import require_counts
 from synthmatch.data.real_sounds import MIN_PEAK_DB, as_stored, draw_sounds
 from synthmatch.devices import resolve_device
 from synthmatch.fileio import write_json_atomic
@@ -121,10 +122,8 @@ def check_settings(s: FinetuneSettings) -> None:
         ValueError: a non-positive count or a fraction outside ``[0, 1)``.
         FileNotFoundError: a prior, pool or dataset that is not there.
     """
-    for flag in ("rounds", "k", "steps_per_round", "batch_size", "val_k", "in_domain_targets",
-                 "archive_size"):
-        if getattr(s, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(s, flag)}")
+    require_counts(s, "rounds", "k", "steps_per_round", "batch_size", "val_k",
+                   "in_domain_targets", "archive_size")
     if s.archive_size > s.k:
         raise ValueError(f"--archive-size ({s.archive_size}) cannot exceed --k ({s.k}): the "
                          "first round must fill the archive")
@@ -171,6 +170,16 @@ class BestOfK:
                    for i in range(0, self.audio.shape[0], SAMPLE_CHUNK)]
         return (torch.cat([r.distance for r in results]),
                 torch.cat([sample_spread(r.candidates) for r in results]))
+
+
+def check_pool_audio(prior: FlowPrior, pool_audio: Tensor, val_audio: Tensor | None) -> None:
+    """Refuse pool or validation sounds that are not ``(N, T)`` at the prior's rate and
+    length."""
+    length = prior.config.num_samples
+    for name, audio in (("pool", pool_audio), ("validation pool", val_audio)):
+        if audio is not None and (audio.ndim != 2 or audio.shape[1] != length):
+            raise ValueError(f"{name} sounds must have shape (N, {length}) at the prior's "
+                             f"{prior.config.sample_rate} Hz, got {tuple(audio.shape)}")
 
 
 def validation_targets(synth: Synth, count: int) -> Tensor:
@@ -340,11 +349,7 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     teacher = None
     if settings.rehearsal == "teacher":
         teacher = FlowPrior.load(settings.prior, device).eval().requires_grad_(False)
-    length = prior.config.num_samples
-    for name, audio in (("pool", pool_audio), ("validation pool", val_audio)):
-        if audio is not None and (audio.ndim != 2 or audio.shape[1] != length):
-            raise ValueError(f"{name} sounds must have shape (N, {length}) at the prior's "
-                             f"{prior.config.sample_rate} Hz, got {tuple(audio.shape)}")
+    check_pool_audio(prior, pool_audio, val_audio)
     synthetic = None
     if settings.data is not None and settings.synthetic_fraction > 0:
         ds = open_dataset(settings.data)

@@ -38,6 +38,7 @@ from synthmatch.agents.matching import check_compatible, prior_synth
 from synthmatch.agents.prior import FlowPrior
 from synthmatch.agents.prior_training import save_checkpoint
 from synthmatch.agents.search import score_candidates
+from synthmatch.cli import require_counts
 from synthmatch.devices import resolve_device
 from synthmatch.fileio import load_weights, write_json_atomic
 from synthmatch.rewards import PerceptualDistance
@@ -312,9 +313,7 @@ def check_settings(s: RestartSettings) -> None:
     """Refuse settings that cannot make a sensible run, before anything is written."""
     if not s.lr > 0:
         raise ValueError(f"--lr must be positive, got {s.lr}")
-    for flag in ("total_timesteps", "num_envs", "k", "episode_steps", "n_steps"):
-        if getattr(s, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(s, flag)}")
+    require_counts(s, "total_timesteps", "num_envs", "k", "episode_steps", "n_steps")
     if not 0 < s.gamma <= 1:
         raise ValueError(f"--gamma must be in (0, 1], got {s.gamma}")
     if not s.learning_rate > 0:
