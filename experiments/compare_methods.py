@@ -25,6 +25,7 @@ import tyro
 
 from synthmatch.cli import run
 from synthmatch.leaderboard.metrics import median_change_ci
+from synthmatch.leaderboard.suites import suite_dir
 
 
 @dataclass
@@ -37,6 +38,14 @@ class Args:
     """renders per target"""
     seed: int = 0
     """seed of the bootstrap resampling"""
+    source: str | None = None
+    """compare only the targets of this source in the suite's manifest (vital, Nekobi, Kars:
+    the instruments of a sound pool given as a suite directory)"""
+
+
+def manifest(suite: str) -> dict:
+    """The manifest of ``suite`` (a published name or a suite directory)."""
+    return json.loads((suite_dir(suite) / "manifest.json").read_text())
 
 
 def distances(run_: str, suite: str, budget: int) -> dict[str, float]:
@@ -44,7 +53,7 @@ def distances(run_: str, suite: str, budget: int) -> dict[str, float]:
     directory, _, method = run_.rpartition(":")
     if not directory or not method:
         raise ValueError(f"a run is DIR:METHOD, got {run_!r}")
-    path = Path(directory) / f"{suite.replace('/', '__')}.json"
+    path = Path(directory) / f"{manifest(suite)['name'].replace('/', '__')}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no leaderboard results for {suite} in {directory}")
     cells = [s for s in json.loads(path.read_text())["summaries"]
@@ -65,11 +74,23 @@ def main(args: Args) -> None:
     print("| suite | renders | base median | " + " | ".join(args.runs[1:]) + " |")
     print("|---|---:|---:|" + "---|" * (len(args.runs) - 1))
     for suite in args.suites:
+        keep = None
+        if args.source is not None:
+            targets = manifest(suite)["targets"]
+            keep = {t["name"] for t in targets if t.get("source") == args.source}
+            if not keep:
+                known = ", ".join(sorted({str(t.get("source")) for t in targets}))
+                raise ValueError(f"{suite} has no targets of source {args.source!r} "
+                                 f"(its sources: {known})")
         for budget in args.budgets:
             base = distances(args.runs[0], suite, budget)
+            if keep is not None:
+                base = {n: d for n, d in base.items() if n in keep}
             cells = []
             for other_run in args.runs[1:]:
                 other = distances(other_run, suite, budget)
+                if keep is not None:
+                    other = {n: d for n, d in other.items() if n in keep}
                 if set(other) != set(base):
                     raise ValueError(f"{other_run} and {args.runs[0]} scored different targets "
                                      f"of {suite}")
@@ -78,7 +99,8 @@ def main(args: Args) -> None:
                                                   [other[n] for n in names], seed=args.seed)
                 cells.append(f"{change:+.1%} [{lo:+.1%}, {hi:+.1%}]")
             median = float(np.median(list(base.values())))
-            print(f"| {suite} | {budget} | {median:.3g} | " + " | ".join(cells) + " |")
+            label = suite if args.source is None else f"{suite} ({args.source})"
+            print(f"| {label} | {budget} | {median:.3g} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ class Args:
     prior-rlft method"""
     gate: tuple[Path, ...] = ()
     """gates between a prior and its fine-tuning by reward (gate.pt of train_gate.py; each
-    names both priors), matched by synth: the prior-rlft+gate method"""
+    names both priors), matched by synth: the prior-rlft+gate and
+    prior-rlft+gate+gradient-patience methods"""
     cross_env: str = "SynthMatch-v0"
     """env whose synth matches the cross-synth suites (their sounds have no parameters)"""
     device: str = "cpu"
@@ -154,6 +155,7 @@ class Resources:
         from synthmatch.leaderboard.methods.prior import (
             FinetunedPrior,
             GatedPrior,
+            GatedPriorRestarts,
             Prior,
             PriorCentral,
             PriorCMAES,
@@ -181,8 +183,9 @@ class Resources:
         if "prior+gradient+rl" in wanted:  # each policy names its prior
             self.loaded["restart_policy"] = [[PriorGradientRL(p, args.device)]
                                              for p in args.restart_policy]
-        if "prior-rlft+gate" in wanted:  # each gate names both priors
-            self.loaded["gate"] = [[GatedPrior(p, args.device)] for p in args.gate]
+        gate_classes = [c for c in (GatedPrior, GatedPriorRestarts) if c.name in wanted]
+        for path in args.gate:  # each gate names both priors
+            self.loaded["gate"].append([c(path, args.device) for c in gate_classes])
         if "nearest" in wanted:
             self.loaded["dataset"] = [[Nearest(path)] for path in args.dataset]
         if wanted & {"rl", "prior+rl"}:

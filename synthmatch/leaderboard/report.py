@@ -47,7 +47,8 @@ _PLAIN: dict[str, tuple[str, bool | None]] = {
 _METHOD_ORDER = ("default", "random", "cmaes", "gradient", "nearest", "prior", "prior+cmaes",
                  "prior+gradient", "prior+es", "rl", "prior+rl", "prior-rlft", "prior+critic",
                  "prior+central", "prior-rlft+critic", "prior+gradient-patience",
-                 "prior+gradient+rl", "prior-rlft+gate")
+                 "prior+gradient+rl", "prior-rlft+gate",
+                 "prior-rlft+gate+gradient-patience")
 
 
 def summarize(cells: list[dict], seed: int = 0) -> list[dict]:

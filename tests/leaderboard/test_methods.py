@@ -449,21 +449,30 @@ def test_the_cache_recomputes_a_result_whose_checkpoint_changed(synth, suite, tm
     assert run_job(job, cache)[0]["targets"] == first[0]["targets"] and len(runs) == 2
 
 
-def test_the_gate_sends_each_target_to_one_prior(synth, suite, prior_path, tmp_path,
-                                                 monkeypatch):
-    """A target the gate finds synth-like gets exactly prior's renders, any other exactly
-    prior-rlft's; the gate's checkpoint names both priors and refuses a changed one."""
+def tuned_and_gate(synth, prior_path, tmp_path):
+    """A 'fine-tuned' prior (other weights than prior_path's) and an untrained gate naming
+    both: ``(tuned prior, its path, the gate's path)``."""
     from synthmatch.agents.gate import DomainGate, save_gate
-    from synthmatch.leaderboard.methods.prior import GatedPrior
     from tests.agents.test_prior import tiny_prior
 
-    tuned = tiny_prior(synth, seed=1)  # other weights than prior_path's
+    tuned = tiny_prior(synth, seed=1)
     tuned.config.data = {"synth": synth.name}
     tuned_path = tmp_path / "tuned.pt"
     torch.save(tuned.checkpoint(finetuned={"from": str(prior_path), "rounds": 1}), tuned_path)
     gate_path = tmp_path / "gate.pt"
     save_gate(DomainGate(tuple(tuned.config.mel_shape), 8, (4, 4, 4)), gate_path,
               str(prior_path), str(tuned_path))
+    return tuned, tuned_path, gate_path
+
+
+def test_the_gate_sends_each_target_to_one_prior(synth, suite, prior_path, tmp_path,
+                                                 monkeypatch):
+    """A target the gate finds synth-like gets exactly prior's renders, any other exactly
+    prior-rlft's; the gate's checkpoint names both priors and refuses a changed one."""
+    from synthmatch.agents.gate import DomainGate, save_gate
+    from synthmatch.leaderboard.methods.prior import GatedPrior
+
+    tuned, tuned_path, gate_path = tuned_and_gate(synth, prior_path, tmp_path)
     method = METHODS["prior-rlft+gate"](gate_path)
     assert method.matches_synth(synth) and gate_path in method.files()
     task = MatchTask(synth, RenderMeter(synth, PerceptualDistance(synth.sample_rate),
@@ -488,3 +497,28 @@ def test_the_gate_sends_each_target_to_one_prior(synth, suite, prior_path, tmp_p
                   str(prior_path), str(tuned_path))
         tuned_path.write_bytes(tuned_path.read_bytes() + b"\0")
         METHODS["prior-rlft+gate"](tmp_path / "g2.pt")
+
+
+def test_gradient_from_the_gates_prior(synth, suite, prior_path, tmp_path, monkeypatch):
+    """prior-rlft+gate+gradient-patience renders the gate's 16 samples, then searches from
+    the best of them: on a synth-like target exactly what prior+gradient-patience renders."""
+    from synthmatch.leaderboard.methods.prior import GatedPrior
+
+    _, _, gate_path = tuned_and_gate(synth, prior_path, tmp_path)
+    mask = torch.tensor([True, False, True])
+    monkeypatch.setattr(GatedPrior, "synth_like", lambda self, task: mask)
+    method = METHODS["prior-rlft+gate+gradient-patience"](gate_path)
+    assert method.settings()["gate"] == str(gate_path) and "patience" in method.settings()
+    meter = run(method, synth, suite, 24)
+    assert meter.used.tolist() == [24] * len(suite)
+    task = MatchTask(synth, RenderMeter(synth, PerceptualDistance(synth.sample_rate),
+                                        suite.audio, 16), 0)
+    torch.testing.assert_close(meter.history_params[:, :16], method.sample(task, 16, 0))
+    best = meter.history_distance[:, :16].argmin(1)
+    torch.testing.assert_close(meter.history_params[:, 16],
+                               meter.history_params[torch.arange(3), best])
+    control = run(METHODS["prior+gradient-patience"](prior_path), synth, suite, 24)
+    torch.testing.assert_close(meter.history_params[mask], control.history_params[mask],
+                               atol=5e-3, rtol=0)  # as in the run-length test above
+    assert not torch.allclose(meter.history_params[~mask, :16],
+                              control.history_params[~mask, :16])

@@ -55,6 +55,16 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
     wrong = run_script("compare_methods.py", f"{out}:random", f"{out}:magic", "--suites",
                        "bench-v1/quick", "--budgets", "4")
     assert wrong.returncode == 2 and "has no magic at 4 renders" in wrong.stderr
+    # --source keeps the targets of one instrument: here all of them, or none.
+    same = run_script("compare_methods.py", f"{out}:random", f"{out}:cmaes", "--suites",
+                      "bench-v1/quick", "--budgets", "4", "--source", "subtractive")
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.splitlines()[-1].replace(" (subtractive)", "") == \
+        compared.stdout.splitlines()[-1].rpartition(" | ")[0] + " |"
+    wrong = run_script("compare_methods.py", f"{out}:random", f"{out}:cmaes", "--suites",
+                       "bench-v1/quick", "--budgets", "4", "--source", "vital")
+    assert wrong.returncode == 2
+    assert "has no targets of source 'vital' (its sources: subtractive)" in wrong.stderr
 
 
 def test_help_and_clear_errors(tmp_path):

@@ -9,6 +9,7 @@ from synthmatch.leaderboard.methods.prior import (
     FinetunedPrior,
     FinetunedPriorCritic,
     GatedPrior,
+    GatedPriorRestarts,
     Prior,
     PriorCentral,
     PriorCMAES,
@@ -24,13 +25,14 @@ from synthmatch.leaderboard.methods.search import CMAES, DefaultPreset, RandomSe
 METHODS: dict[str, type[Method]] = {m.name: m for m in (
     DefaultPreset, RandomSearch, CMAES, Gradient, Nearest, Prior, PriorCMAES, PriorGradient,
     PriorES, RLPolicy, PriorRL, PriorCentral, PriorCritic, FinetunedPrior,
-    FinetunedPriorCritic, PriorRestarts, PriorGradientRL, GatedPrior)}
+    FinetunedPriorCritic, PriorRestarts, PriorGradientRL, GatedPrior,
+    GatedPriorRestarts)}
 # What each method needs besides the synth.
 NEEDS = {"nearest": "dataset", "prior": "prior", "prior+cmaes": "prior",
          "prior+gradient": "prior", "prior+es": "prior", "rl": "rl_checkpoint",
          "prior+rl": "rl_checkpoint", "prior+central": "prior", "prior+critic": "critic",
          "prior-rlft": "finetuned_prior", "prior-rlft+critic": "critic",
          "prior+gradient-patience": "prior", "prior+gradient+rl": "restart_policy",
-         "prior-rlft+gate": "gate"}
+         "prior-rlft+gate": "gate", "prior-rlft+gate+gradient-patience": "gate"}
 
 __all__ = ["METHODS", "NEEDS", "MatchTask", "Method"]

@@ -429,3 +429,17 @@ class GatedPrior(FinetunedPrior):
         tuned = super().sample(task, k, offset)
         base = draw_samples(self.base, task, k, offset)
         return torch.where(self.synth_like(task)[:, None, None], base, tuned)
+
+
+class GatedPriorRestarts(PriorRestarts, GatedPrior):
+    """``prior+gradient-patience`` from the gate's prior instead of the synthetic-data prior:
+    the best of 16 samples of the prior the gate picks for each target, then Adam with the
+    patience rule of restarts. Its control is ``prior+gradient-patience``: the same search,
+    the same seeds, from the prior that never heard a sound without parameters."""
+
+    name = "prior-rlft+gate+gradient-patience"
+
+    def __init__(self, gate_path: str | Path, device: str = "cpu", *,
+                 patience: int = RESTART_PATIENCE, lr: float = PRIOR_GRADIENT_LR):
+        GatedPrior.__init__(self, gate_path, device)
+        self.patience, self.lr = patience, lr
