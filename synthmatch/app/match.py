@@ -29,8 +29,8 @@ from synthmatch.rewards import PerceptualDistance
 from synthmatch.synths import ProbeNote, Synth, make_synth
 
 SYNTHS = ("subtractive", "fm", "torchsynth", "vital", "vst3")
-# Methods the command runs (nearest, rl, prior+critic, prior+gradient+rl and prior-rlft+gate
-# need a dataset, a policy, a critic or a gate: use the leaderboard script for those).
+# Methods the command runs (nearest, rl, prior+critic, prior+gradient+rl and the prior-rlft+gate
+# methods need a dataset, a policy, a critic or a gate: use the leaderboard script for those).
 MATCH_METHODS = ("default", "random", "cmaes", "gradient", "prior", "prior+cmaes",
                  "prior+gradient", "prior+es", "prior+central", "prior+gradient-patience")
 DEFAULT_BUDGET = 1000
@@ -47,8 +47,9 @@ LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
             "random", "default"],
         16: ["prior+central", "prior+critic", "prior-rlft+gate", "prior", "prior-rlft", "rl",
              "nearest", "gradient", "cmaes", "random"],
-        100: ["prior+gradient+rl", "prior+gradient-patience", "prior+gradient", "prior+rl",
-              "prior+es", "prior+cmaes", "prior+critic", "prior+central", "prior-rlft", "prior",
+        100: ["prior+gradient+rl", "prior+gradient-patience",
+              "prior-rlft+gate+gradient-patience", "prior+gradient", "prior+rl", "prior+es",
+              "prior+cmaes", "prior+critic", "prior+central", "prior-rlft", "prior",
               "prior-rlft+gate", "gradient", "rl", "nearest", "cmaes", "random"],
         1000: ["prior+gradient", "prior+cmaes", "prior+es", "prior+rl", "prior-rlft", "prior",
                "prior-rlft+gate", "gradient", "nearest", "cmaes", "random"],
