@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     match.add_argument("--plugin", help="VST3 instrument (with --synth vst3)")
     match.add_argument("--method", default="auto", choices=("auto", *MATCH_METHODS),
                        help="search method; auto: the leaderboard's best for the synth and "
-                       "budget (default)")
+                       "budget on its own sounds (default); for sounds of other instruments "
+                       "prior-rlft+gate+gradient-patience was best at 100 renders")
     match.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
                        help=f"renders per target (default: {DEFAULT_BUDGET})")
     match.add_argument("--note", default=None, help="MIDI note the synth plays, or auto "
@@ -192,7 +193,7 @@ def cmd_render(args: argparse.Namespace) -> None:
 
 
 def cmd_synths(args: argparse.Namespace) -> None:
-    from synthmatch.app.match import SYNTHS, default_prior_path
+    from synthmatch.app.match import SYNTHS, default_gate_path, default_prior_path
     from synthmatch.app.report import unit_of
     from synthmatch.synths import synth_class
 
@@ -200,6 +201,8 @@ def cmd_synths(args: argparse.Namespace) -> None:
         cls = synth_class(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         prior = "shipped prior" if default_prior_path(name) else "no shipped prior"
+        if default_gate_path(name):
+            prior += " and gate"
         print(f"{name}: {doc} ({prior})")
         table = getattr(sys.modules[cls.__module__], "PARAMS", None)
         if table is None:
@@ -227,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (synthmatch synths | head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (*USER_ERRORS, ImportError, RuntimeError) as err:
         if os.environ.get("SYNTHMATCH_DEBUG"):
             raise

@@ -29,13 +29,19 @@ from synthmatch.rewards import PerceptualDistance
 from synthmatch.synths import ProbeNote, Synth, make_synth
 
 SYNTHS = ("subtractive", "fm", "torchsynth", "vital", "vst3")
-# Methods the command runs (nearest, rl, prior+critic, prior+gradient+rl and the prior-rlft+gate
-# methods need a dataset, a policy, a critic or a gate: use the leaderboard script for those).
+# Methods the gate shipped for a synth runs (between the shipped prior and its fine-tuning on
+# real-instrument sounds, experiments/package_gate.py).
+GATE_METHODS = ("prior-rlft+gate", "prior-rlft+gate+gradient-patience")
+# Methods the command runs (nearest, rl, prior+critic and prior+gradient+rl need a dataset, a
+# policy or a critic: use the leaderboard script for those).
 MATCH_METHODS = ("default", "random", "cmaes", "gradient", "prior", "prior+cmaes",
-                 "prior+gradient", "prior+es", "prior+central", "prior+gradient-patience")
+                 "prior+gradient", "prior+es", "prior+central", "prior+gradient-patience",
+                 *GATE_METHODS)
 DEFAULT_BUDGET = 1000
-# The trained prior that ships with the package, for the default synth at its default probe.
+# The trained prior that ships with the package, for the default synth at its default probe,
+# and the gate that ships with it.
 DEFAULT_PRIORS = {"subtractive": "prior-subtractive.pt"}
+DEFAULT_GATES = {"subtractive": "gate-subtractive.pt"}
 # Medians of bench-v1's in-domain suites (docs/leaderboard.md), best first, per measured
 # budget: what ``--method auto`` ranks by. tests/app/test_match.py checks them against
 # docs/leaderboard/*.json, so they cannot drift from the published tables.
@@ -107,20 +113,31 @@ class Match:
     messages: list[str] = field(default_factory=list)
 
 
-def default_prior_path(synth: str) -> Path | None:
-    """The prior shipped for ``synth``, or None."""
-    name = DEFAULT_PRIORS.get(synth)
+def _shipped(name: str | None) -> Path | None:
     if name is None:
         return None
     path = Path(str(resources.files("synthmatch.app") / "data" / name))
     return path if path.is_file() else None
 
 
-def available_methods(synth: Synth | type[Synth], has_prior: bool) -> list[str]:
+def default_prior_path(synth: str) -> Path | None:
+    """The prior shipped for ``synth``, or None."""
+    return _shipped(DEFAULT_PRIORS.get(synth))
+
+
+def default_gate_path(synth: str) -> Path | None:
+    """The gate shipped for ``synth`` (it names the shipped prior and its fine-tuning), or
+    None."""
+    return _shipped(DEFAULT_GATES.get(synth))
+
+
+def available_methods(synth: Synth | type[Synth], has_prior: bool,
+                      has_gate: bool = False) -> list[str]:
     """The methods that can run on ``synth``: gradients need a differentiable synth, the
-    prior's methods a prior that fits it."""
+    prior's methods a prior that fits it, the gate's methods a gate that fits it."""
     return [m for m in MATCH_METHODS if ("gradient" not in m or synth.differentiable)
-            and (not m.startswith("prior") or has_prior)]
+            and (not m.startswith("prior") or has_prior)
+            and (m not in GATE_METHODS or has_gate)]
 
 
 def choose_method(synth: Synth, budget: int, available: Sequence[str]) -> str:
@@ -218,25 +235,33 @@ class Matcher:
         """The prior to use for ``synth`` (given, or shipped), if it fits its probe."""
         path = Path(self.settings.prior) if self.settings.prior else default_prior_path(
             synth.name)
-        if path is None:
-            return None
-        from synthmatch.leaderboard.methods.prior import load_prior
+        return path if path is not None and self._fits(path, synth, "prior") else None
 
+    def gate_path(self, synth: Synth) -> Path | None:
+        """The gate shipped for ``synth``, if its priors fit its probe; none with ``--prior``
+        (the gate routes between the shipped priors, not the one given)."""
+        path = None if self.settings.prior else default_gate_path(synth.name)
+        return path if path is not None and self._fits(path, synth, "gate") else None
+
+    def _fits(self, path: Path, synth: Synth, what: str) -> bool:
+        from synthmatch.agents.matching import check_compatible
+        from synthmatch.leaderboard.methods.prior import load_gate, load_prior, named_prior
+
+        if what == "gate":  # judged by the synthetic-data prior it names
+            path = named_prior(load_gate(path, str(self.device))[1], "prior", path, "the gate")
         prior = load_prior(path, str(self.device))  # the method built from it reuses it
         probe = prior.config.data.get("probe", {})
         if probe and probe.get("midi_pitch") != synth.probe.midi_pitch:
-            self.log(f"note: the prior was trained at MIDI {probe.get('midi_pitch')}, the "
-                     f"target plays at {synth.probe.midi_pitch}: not using the prior")
-            return None
-        from synthmatch.agents.matching import check_compatible
-
+            self.log(f"note: the {what}'s prior was trained at MIDI {probe.get('midi_pitch')}, "
+                     f"the target plays at {synth.probe.midi_pitch}: not using the {what}")
+            return False
         try:
             check_compatible(prior, synth)
         except ValueError as err:
-            if self.settings.prior:
+            if self.settings.prior and what == "prior":
                 raise ValueError(f"--prior {path}: {err}") from None
-            return None
-        return path
+            return False
+        return True
 
     def method_for(self, synth: Synth) -> tuple[str, Any]:
         """The method (name and instance) to run on ``synth`` (chosen once per synth)."""
@@ -246,17 +271,28 @@ class Matcher:
 
     def _method_for(self, synth: Synth) -> tuple[str, Any]:
         prior = self.prior_path(synth)
-        available = available_methods(synth, prior is not None)
+        gate = self.gate_path(synth) if prior is not None else None
+        available = available_methods(synth, prior is not None, gate is not None)
         name = self.settings.method
         if name == "auto":
             name = choose_method(synth, self.settings.budget, available)
         elif name not in available:
-            why = ("needs a differentiable synth" if "gradient" in name and
-                   not synth.differentiable else "needs a prior for this synth and note "
-                   "(--prior PATH)")
+            if "gradient" in name and not synth.differentiable:
+                why = "needs a differentiable synth"
+            elif name in GATE_METHODS and prior is not None:
+                why = ("needs the gate shipped for this synth and note, which routes between "
+                       "the shipped priors" + (" (drop --prior)" if self.settings.prior
+                                               else ""))
+            else:
+                why = "needs a prior for this synth and note (--prior PATH)"
             raise ValueError(f"--method {name} {why}")
         cls = METHODS[name]
-        method = cls(prior, device=str(self.device)) if name.startswith("prior") else cls()
+        if name in GATE_METHODS:
+            method = cls(gate, device=str(self.device))
+        elif name.startswith("prior"):
+            method = cls(prior, device=str(self.device))
+        else:
+            method = cls()
         if not method.supports(self.settings.budget):
             raise ValueError(f"--method {name} needs a budget of at least {method.min_budget} "
                              f"renders, got {self.settings.budget}")

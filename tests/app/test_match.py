@@ -19,6 +19,7 @@ from synthmatch.app.match import (
     Matcher,
     MatchSettings,
     choose_method,
+    default_gate_path,
     default_prior_path,
 )
 from synthmatch.synths import make_synth
@@ -78,6 +79,22 @@ def test_the_default_synth_ships_a_prior_that_loads_weights_only():
     prior = FlowPrior.load(path)
     assert prior.config.data["synth"] == "subtractive"
     assert all(p.dtype == torch.float32 for p in prior.parameters())
+
+
+def test_the_default_synth_ships_a_gate_between_its_prior_and_a_finetuning(tmp_path):
+    """The shipped gate names the shipped prior and a fine-tuning of it, both float16 copies
+    it pins by sha256, and matches a real instrument's sound end to end."""
+    from synthmatch.leaderboard.methods import METHODS
+
+    path = default_gate_path("subtractive")
+    assert path is not None and path.stat().st_size < 1e6
+    method = METHODS["prior-rlft+gate+gradient-patience"](path)
+    assert method.base_path == default_prior_path("subtractive")
+    assert method.prior_path.stat().st_size < 6e6 and method.prior.finetuned is not None
+    code, _, err = run("match", CROSS, "--method", "prior-rlft+gate+gradient-patience",
+                       "--budget", "20", "--out", tmp_path, "--no-progress")
+    assert code == 0, err
+    assert "with prior-rlft+gate+gradient-patience (20 renders each)" in err
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +173,8 @@ def _errors(tmp: Path) -> list[tuple[str, list, str]]:
                                     "gradient"], "needs a differentiable synth"),
         ("render-missing", ["render", tmp / "nope.json", "--out", tmp / "x.wav"],
          "no preset at"),
+        ("gate-with-prior", ["match", CROSS, "--method", "prior-rlft+gate", "--prior",
+                             default_prior_path("subtractive")], "(drop --prior)"),
     ]
 
 
@@ -179,7 +198,7 @@ def test_synths_lists_backends_and_parameters_with_units():
     code, stdout, err = run("synths")
     assert code == 0, err
     assert re.search(r"cutoff_hz: 30 to 20000 Hz \(log\)", stdout)
-    assert "subtractive:" in stdout and "(shipped prior)" in stdout
+    assert "subtractive:" in stdout and "(shipped prior and gate)" in stdout
 
 
 def test_matcher_can_be_cancelled():

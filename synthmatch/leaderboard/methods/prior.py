@@ -95,8 +95,9 @@ load_gate = _read_once(_gate)
 
 def named_prior(meta: dict[str, Any], key: str, owner: Path | str, what: str) -> Path:
     """The prior that checkpoint ``owner`` names under ``key`` (with its sha256 under
-    ``<key>_sha256``), refused if it is gone or has changed since ``what`` was trained on it."""
-    path = Path(meta[key])
+    ``<key>_sha256``), refused if it is gone or has changed since ``what`` was trained on it.
+    A shipped checkpoint (``names_relative``) names a file beside it."""
+    path = Path(owner).parent / meta[key] if meta.get("names_relative") else Path(meta[key])
     if not path.is_file():
         raise FileNotFoundError(f"{owner} was trained on the prior at {path}, which is not "
                                 "there")
