@@ -76,6 +76,24 @@ LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
         1000: ["prior+cmaes", "prior+es", "prior", "nearest", "cmaes", "random"],
     },
 }
+# Sounds of other instruments (as the shipped gate judges them) are ranked on the synth's
+# cross-synth suites instead: by the median over all their targets together, per measured
+# budget. tests/app/test_match.py checks these against docs/leaderboard/*.json too.
+LEADERBOARD_CROSS_SUITES = {"subtractive": ("bench-v1/cross-vst3", "bench-v1/cross-vital")}
+LEADERBOARD_CROSS_BEST: dict[str, dict[int, list[str]]] = {
+    "subtractive": {
+        1: ["prior-rlft+gate", "prior-rlft+critic", "prior-rlft", "nearest", "prior",
+            "prior+central", "random", "default"],
+        16: ["prior-rlft+gate", "prior-rlft+critic", "prior-rlft", "prior+central", "prior",
+             "nearest", "gradient", "rl", "random", "cmaes"],
+        100: ["prior-rlft+gate+gradient-patience", "prior-rlft+gate", "prior+gradient-patience",
+              "prior-rlft+critic", "prior+gradient+rl", "prior-rlft", "prior+gradient",
+              "prior+rl", "prior+cmaes", "prior+es", "gradient", "prior", "prior+central",
+              "nearest", "rl", "cmaes", "random"],
+        1000: ["prior+gradient", "prior-rlft+gate", "prior-rlft", "prior+cmaes", "gradient",
+               "prior+rl", "prior+es", "cmaes", "prior", "nearest", "random"],
+    },
+}
 # Synths with no in-domain suite (real instruments): search without gradients.
 NO_SUITE_ORDER = ["cmaes", "random", "default"]
 
@@ -140,9 +158,14 @@ def available_methods(synth: Synth | type[Synth], has_prior: bool,
             and (m not in GATE_METHODS or has_gate)]
 
 
-def choose_method(synth: Synth, budget: int, available: Sequence[str]) -> str:
-    """The best method on the leaderboard for ``synth`` at ``budget`` among ``available``."""
+def choose_method(synth: Synth, budget: int, available: Sequence[str],
+                  own_sound: bool = True) -> str:
+    """The best method on the leaderboard for ``synth`` at ``budget`` among ``available``:
+    on its in-domain suite, or for a sound of another instrument (``own_sound`` false) on
+    its cross-synth suites where it has them."""
     table = LEADERBOARD_BEST.get(synth.name)
+    if not own_sound and synth.name in LEADERBOARD_CROSS_BEST:
+        table = LEADERBOARD_CROSS_BEST[synth.name]
     if table is None:
         order = NO_SUITE_ORDER
     else:
@@ -196,7 +219,7 @@ class Matcher:
             raise FileNotFoundError(f"--prior: no prior checkpoint at {settings.prior}")
         self.device = resolve_device(settings.device)
         self._synths: dict[int, Synth] = {}
-        self._methods: dict[int, tuple[str, Any]] = {}
+        self._methods: dict[tuple[int, bool], tuple[str, Any]] = {}
         self.base = self.synth_at(None)
 
     # ----------------------------------------------------------------------- synths
@@ -263,19 +286,37 @@ class Matcher:
             return False
         return True
 
-    def method_for(self, synth: Synth) -> tuple[str, Any]:
-        """The method (name and instance) to run on ``synth`` (chosen once per synth)."""
-        if id(synth) not in self._methods:
-            self._methods[id(synth)] = self._method_for(synth)
-        return self._methods[id(synth)]
+    def method_for(self, synth: Synth, own_sound: bool = True) -> tuple[str, Any]:
+        """The method (name and instance) to run on ``synth`` (chosen once per synth), for
+        sounds like its own or (``own_sound`` false) of other instruments."""
+        key = (id(synth), own_sound)
+        if key not in self._methods:
+            self._methods[key] = self._method_for(synth, own_sound)
+        return self._methods[key]
 
-    def _method_for(self, synth: Synth) -> tuple[str, Any]:
+    def own_sounds(self, synth: Synth, audio: Tensor) -> Tensor | None:
+        """``(N,)`` bool: which of ``audio`` ``(N, T)`` the shipped gate judges to be sounds
+        of ``synth`` itself, when ``--method auto`` ranks methods for the two kinds apart
+        (the synth has cross-synth suites and a gate that fits); else None."""
+        if self.settings.method != "auto" or synth.name not in LEADERBOARD_CROSS_BEST:
+            return None
+        path = self.gate_path(synth) if self.prior_path(synth) is not None else None
+        if path is None:
+            return None
+        from synthmatch.agents.gate import gate_mel, synth_like
+        from synthmatch.leaderboard.methods.prior import load_gate, load_prior, named_prior
+
+        gate, meta = load_gate(path, str(self.device))
+        base = load_prior(named_prior(meta, "prior", path, "the gate"), str(self.device))
+        return synth_like(gate, gate_mel(base, audio.to(base.device))).cpu()
+
+    def _method_for(self, synth: Synth, own_sound: bool = True) -> tuple[str, Any]:
         prior = self.prior_path(synth)
         gate = self.gate_path(synth) if prior is not None else None
         available = available_methods(synth, prior is not None, gate is not None)
         name = self.settings.method
         if name == "auto":
-            name = choose_method(synth, self.settings.budget, available)
+            name = choose_method(synth, self.settings.budget, available, own_sound)
         elif name not in available:
             if "gradient" in name and not synth.differentiable:
                 why = "needs a differentiable synth"
@@ -310,16 +351,23 @@ class Matcher:
         from synthmatch.leaderboard.metrics import mss_distance
 
         results: dict[int, Match] = {}
-        groups: dict[int, list[int]] = {}
-        for i, t in enumerate(targets):
-            groups.setdefault(t.midi_pitch, []).append(i)
+        groups: dict[tuple[int, bool | None], list[int]] = {}  # None: not judged
+        for note in dict.fromkeys(t.midi_pitch for t in targets):
+            members = [i for i, t in enumerate(targets) if t.midi_pitch == note]
+            synth = self.synth_at(None if note == self.default_note else note)
+            own = self.own_sounds(synth, torch.from_numpy(np.stack(
+                [targets[i].audio for i in members])))
+            for j, i in enumerate(members):
+                groups.setdefault((note, None if own is None else bool(own[j])), []).append(i)
         total = self.settings.budget * len(targets)
         done_before = 0
-        for note, members in groups.items():
+        for (note, own_sound), members in groups.items():
             synth = self.synth_at(None if note == self.default_note else note)
-            name, method = self.method_for(synth)
+            name, method = self.method_for(synth, own_sound is not False)
+            kind = {None: "", True: ", sounds like the synth's own as the gate judges",
+                    False: ", sounds of another instrument as the gate judges"}[own_sound]
             self.log(f"matching {len(members)} target(s) at MIDI {note} with {name} "
-                     f"({self.settings.budget} renders each)")
+                     f"({self.settings.budget} renders each{kind})")
             audio = torch.from_numpy(np.stack([targets[i].audio for i in members]))
             distance = PerceptualDistance(synth.sample_rate).to(synth.device)
 

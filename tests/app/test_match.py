@@ -15,6 +15,8 @@ import torch
 from synthmatch.app import cli
 from synthmatch.app.match import (
     LEADERBOARD_BEST,
+    LEADERBOARD_CROSS_BEST,
+    LEADERBOARD_CROSS_SUITES,
     LEADERBOARD_SUITES,
     Matcher,
     MatchSettings,
@@ -55,6 +57,26 @@ def test_auto_rankings_are_the_published_leaderboard():
                                            for b, v in ranking.items()}, synth
 
 
+def test_auto_rankings_for_other_instruments_are_the_published_cross_synth_suites():
+    """Sounds the gate judges not the synth's own are ranked by the median over every target
+    of the synth's cross-synth suites together."""
+    for synth, suites in LEADERBOARD_CROSS_SUITES.items():
+        pooled: dict[tuple[int, str], list[float]] = {}
+        for suite in suites:
+            data = json.loads((ROOT / "docs" / "leaderboard" /
+                               f"{suite.replace('/', '__')}.json").read_text())
+            for row in data["summaries"]:
+                pooled.setdefault((row["budget"], row["method"]), []).extend(
+                    row["target_distances"].values())
+        ranking: dict[int, list[tuple[float, str]]] = {}
+        for (budget, method), d in pooled.items():
+            if len(d) == sum(len(json.loads((SUITES / s.split("/")[1] / "manifest.json")
+                                            .read_text())["targets"]) for s in suites):
+                ranking.setdefault(budget, []).append((float(np.median(d)), method))
+        assert LEADERBOARD_CROSS_BEST[synth] == {b: [m for _, m in sorted(v)]
+                                                 for b, v in ranking.items()}, synth
+
+
 @pytest.mark.parametrize("synth,budget,available,expected", [
     ("subtractive", 1000, ["cmaes", "gradient", "prior", "prior+cmaes", "prior+gradient"],
      "prior+gradient"),
@@ -69,6 +91,19 @@ def test_auto_rankings_are_the_published_leaderboard():
 ])
 def test_auto_picks_the_leaderboards_best_available_method(synth, budget, available, expected):
     assert choose_method(make_synth(synth), budget, available) == expected
+
+
+def test_auto_ranks_sounds_of_other_instruments_on_the_cross_synth_suites():
+    from synthmatch.app.match import available_methods
+
+    sub = make_synth("subtractive")
+    every = available_methods(sub, has_prior=True, has_gate=True)
+    assert choose_method(sub, 100, every) == "prior+gradient-patience"
+    assert choose_method(sub, 100, every, own_sound=False) == \
+        "prior-rlft+gate+gradient-patience"
+    assert choose_method(sub, 16, every, own_sound=False) == "prior-rlft+gate"
+    fm = make_synth("fm")  # no cross-synth suites: its own ranking
+    assert choose_method(fm, 100, ["prior", "cmaes"], own_sound=False) == "prior"
 
 
 def test_the_default_synth_ships_a_prior_that_loads_weights_only():
@@ -108,8 +143,13 @@ def matched(tmp_path_factory):
 
 def test_match_writes_preset_sounds_report_and_index(matched):
     out, stdout, err = matched
-    # auto: the best the command can run at 16 renders, the prior's samples in central order
-    assert "with prior+central (32 renders each)" in err
+    # auto: the best the command can run at 16 renders. The gate judges the quick suite's
+    # sound the synth's own: the prior's samples in central order; and the cross-synth
+    # suite's sound another instrument's: the gate's prior, best on the cross-synth suites.
+    assert ("1 target(s) at MIDI 60 with prior+central (32 renders each, sounds like the "
+            "synth's own as the gate judges)") in err
+    assert ("1 target(s) at MIDI 60 with prior-rlft+gate (32 renders each, sounds of another "
+            "instrument as the gate judges)") in err
     folder = out / "t000"
     assert sorted(p.name for p in folder.iterdir()) == ["match.wav", "preset.json",
                                                         "report.html", "target.wav"]
