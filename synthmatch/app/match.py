@@ -90,7 +90,8 @@ LEADERBOARD_CROSS_BEST: dict[str, dict[int, list[str]]] = {
               "prior-rlft+critic", "prior+gradient+rl", "prior-rlft", "prior+gradient",
               "prior+rl", "prior+cmaes", "prior+es", "gradient", "prior", "prior+central",
               "nearest", "rl", "cmaes", "random"],
-        1000: ["prior+gradient", "prior-rlft+gate", "prior-rlft", "prior+cmaes", "gradient",
+        1000: ["prior-rlft+gate+gradient-patience", "prior+gradient-patience", "prior+gradient",
+               "prior-rlft+gate", "prior+gradient+rl", "prior-rlft", "prior+cmaes", "gradient",
                "prior+rl", "prior+es", "cmaes", "prior", "nearest", "random"],
     },
 }
