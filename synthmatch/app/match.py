@@ -221,6 +221,7 @@ class Matcher:
         self.device = resolve_device(settings.device)
         self._synths: dict[int, Synth] = {}
         self._methods: dict[tuple[int, bool], tuple[str, Any]] = {}
+        self._fit: dict[tuple[str, int], bool] = {}
         self.base = self.synth_at(None)
 
     # ----------------------------------------------------------------------- synths
@@ -268,6 +269,14 @@ class Matcher:
         return path if path is not None and self._fits(path, synth, "gate") else None
 
     def _fits(self, path: Path, synth: Synth, what: str) -> bool:
+        """Whether the prior (or the gate's priors) at ``path`` fit ``synth`` and its probe
+        note; judged, and any note logged, once per synth."""
+        key = (str(path), id(synth))
+        if key not in self._fit:
+            self._fit[key] = self._judge_fit(path, synth, what)
+        return self._fit[key]
+
+    def _judge_fit(self, path: Path, synth: Synth, what: str) -> bool:
         from synthmatch.agents.matching import check_compatible
         from synthmatch.leaderboard.methods.prior import load_gate, load_prior, named_prior
 
@@ -276,8 +285,9 @@ class Matcher:
         prior = load_prior(path, str(self.device))  # the method built from it reuses it
         probe = prior.config.data.get("probe", {})
         if probe and probe.get("midi_pitch") != synth.probe.midi_pitch:
-            self.log(f"note: the {what}'s prior was trained at MIDI {probe.get('midi_pitch')}, "
-                     f"the target plays at {synth.probe.midi_pitch}: not using the {what}")
+            whose = "prior was" if what == "prior" else "gate's priors were"
+            self.log(f"note: the {whose} trained at MIDI {probe.get('midi_pitch')}, the target "
+                     f"plays at {synth.probe.midi_pitch}: not using the {what}")
             return False
         try:
             check_compatible(prior, synth)
