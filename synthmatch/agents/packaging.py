@@ -1,10 +1,10 @@
-"""Checkpoints made small enough to ship inside the package: a prior in float16, and a gate
-with the two priors it routes between (``experiments/package_prior.py``,
-``experiments/package_gate.py``).
+"""Checkpoints made small enough to ship inside the package: a prior in float16, a gate
+with the two priors it routes between, and a restart policy with its prior
+(``experiments/package_prior.py``, ``experiments/package_match.py``).
 
-A shipped gate names its priors by file name, next to it (``names_relative``), with the
-sha256 of the shipped files, so the pair cannot be swapped for another without the gate
-refusing it; ``source_sha256`` records what each file was made from.
+A shipped gate or policy names its priors by file name, next to it (``names_relative``),
+with the sha256 of the shipped files, so they cannot be swapped for others without it
+refusing them; ``source_sha256`` records what each file was made from.
 """
 
 from __future__ import annotations
@@ -55,6 +55,45 @@ def packaged_source(path: Path) -> str | None:
     return ckpt.get("source_sha256") if isinstance(ckpt, dict) else None
 
 
+def _shipped_base(out_dir: Path, stem: str, source: str, source_sha256: str,
+                  owner: Path, check_items: int) -> tuple[Path, str]:
+    """``prior-<stem>.pt`` in ``out_dir``: the float16 copy of ``source``, written unless it
+    is there already; and a line saying which."""
+    base = out_dir / f"prior-{stem}.pt"
+    known = packaged_source(base)
+    if known is None:
+        return base, package_prior(source, base, check_items)
+    if known != source_sha256:
+        raise ValueError(f"{base} was made from another prior than the one {owner} was "
+                         f"trained with ({source}); package that prior first, or pick another "
+                         "stem")
+    return base, f"{base}: already the float16 copy of {source}"
+
+
+def package_restart_policy(policy: str | Path, out_dir: str | Path, stem: str,
+                           check_items: int = 64) -> list[str]:
+    """Ship a restart policy of ``train_restarts.py`` into ``out_dir`` as
+    ``restarts-<stem>.pt``, naming ``prior-<stem>.pt`` (the float16 copy of the prior it was
+    trained on, written unless it is there). Returns one line per file.
+
+    Raises:
+        ValueError: ``prior-<stem>.pt`` was made from another prior.
+    """
+    from synthmatch.agents.restarts import load_policy
+
+    policy, out_dir = Path(policy), Path(out_dir)
+    _, meta = load_policy(policy)
+    ckpt = torch.load(policy, map_location="cpu", weights_only=True)
+    source = meta["settings"]["prior"]
+    base, line = _shipped_base(out_dir, stem, source, sha256_file(source), policy, check_items)
+    out = out_dir / f"restarts-{stem}.pt"
+    save_checkpoint({**ckpt, "settings": {**meta["settings"], "prior": base.name},
+                     "names_relative": True, "prior_sha256": sha256_file(base),
+                     "source_sha256": sha256_file(policy)}, out)
+    return [line, f"{out}: {out.stat().st_size / 1e6:.2f} MB, restarting gradient search "
+                  f"from {base.name}'s samples"]
+
+
 def package_gate(gate: str | Path, out_dir: str | Path, stem: str,
                  check_items: int = 64) -> list[str]:
     """Ship ``gate`` and its two priors into ``out_dir`` as ``prior-<stem>.pt`` (the
@@ -67,17 +106,10 @@ def package_gate(gate: str | Path, out_dir: str | Path, stem: str,
     """
     gate, out_dir = Path(gate), Path(out_dir)
     model, meta = load_gate(gate)
-    base, tuned = out_dir / f"prior-{stem}.pt", out_dir / f"prior-rlft-{stem}.pt"
-    lines = []
-    known = packaged_source(base)
-    if known is None:
-        lines.append(package_prior(meta["prior"], base, check_items))
-    elif known != meta["prior_sha256"]:
-        raise ValueError(f"{base} was made from another prior than the one {gate} routes to "
-                         f"({meta['prior']}); package that prior first, or pick another stem")
-    else:
-        lines.append(f"{base}: already the float16 copy of {meta['prior']}")
-    lines.append(package_prior(meta["finetuned"], tuned, check_items))
+    base, line = _shipped_base(out_dir, stem, meta["prior"], meta["prior_sha256"], gate,
+                               check_items)
+    tuned = out_dir / f"prior-rlft-{stem}.pt"
+    lines = [line, package_prior(meta["finetuned"], tuned, check_items)]
     out = out_dir / f"gate-{stem}.pt"
     save_checkpoint({"kind": "prior_gate", "config": model.config,
                      "state_dict": model.state_dict(), "names_relative": True,

@@ -193,7 +193,12 @@ def cmd_render(args: argparse.Namespace) -> None:
 
 
 def cmd_synths(args: argparse.Namespace) -> None:
-    from synthmatch.app.match import SYNTHS, default_gate_path, default_prior_path
+    from synthmatch.app.match import (
+        SYNTHS,
+        default_gate_path,
+        default_prior_path,
+        default_restart_policy_path,
+    )
     from synthmatch.app.report import unit_of
     from synthmatch.synths import synth_class
 
@@ -201,8 +206,11 @@ def cmd_synths(args: argparse.Namespace) -> None:
         cls = synth_class(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         prior = "shipped prior" if default_prior_path(name) else "no shipped prior"
-        if default_gate_path(name):
-            prior += " and gate"
+        extras = [what for what, path in (("gate", default_gate_path(name)),
+                                          ("restart policy", default_restart_policy_path(name)))
+                  if path]
+        if extras:
+            prior += ", " + " and ".join(extras)
         print(f"{name}: {doc} ({prior})")
         table = getattr(sys.modules[cls.__module__], "PARAMS", None)
         if table is None:

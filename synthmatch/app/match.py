@@ -30,18 +30,21 @@ from synthmatch.synths import ProbeNote, Synth, make_synth
 
 SYNTHS = ("subtractive", "fm", "torchsynth", "vital", "vst3")
 # Methods the gate shipped for a synth runs (between the shipped prior and its fine-tuning on
-# real-instrument sounds, experiments/package_gate.py).
+# real-instrument sounds, experiments/package_match.py), and the method its shipped restart
+# policy runs.
 GATE_METHODS = ("prior-rlft+gate", "prior-rlft+gate+gradient-patience")
-# Methods the command runs (nearest, rl, prior+critic and prior+gradient+rl need a dataset, a
-# policy or a critic: use the leaderboard script for those).
+POLICY_METHODS = ("prior+gradient+rl",)
+# Methods the command runs (nearest, rl and prior+critic need a dataset, a policy or a
+# critic: use the leaderboard script for those).
 MATCH_METHODS = ("default", "random", "cmaes", "gradient", "prior", "prior+cmaes",
                  "prior+gradient", "prior+es", "prior+central", "prior+gradient-patience",
-                 *GATE_METHODS)
+                 *POLICY_METHODS, *GATE_METHODS)
 DEFAULT_BUDGET = 1000
 # The trained prior that ships with the package, for the default synth at its default probe,
 # and the gate that ships with it.
 DEFAULT_PRIORS = {"subtractive": "prior-subtractive.pt"}
 DEFAULT_GATES = {"subtractive": "gate-subtractive.pt"}
+DEFAULT_RESTART_POLICIES = {"subtractive": "restarts-subtractive.pt"}
 # Medians of bench-v1's in-domain suites (docs/leaderboard.md), best first, per measured
 # budget: what ``--method auto`` ranks by. tests/app/test_match.py checks them against
 # docs/leaderboard/*.json, so they cannot drift from the published tables.
@@ -150,13 +153,20 @@ def default_gate_path(synth: str) -> Path | None:
     return _shipped(DEFAULT_GATES.get(synth))
 
 
-def available_methods(synth: Synth | type[Synth], has_prior: bool,
-                      has_gate: bool = False) -> list[str]:
+def default_restart_policy_path(synth: str) -> Path | None:
+    """The restart policy shipped for ``synth`` (it names the shipped prior), or None."""
+    return _shipped(DEFAULT_RESTART_POLICIES.get(synth))
+
+
+def available_methods(synth: Synth | type[Synth], has_prior: bool, has_gate: bool = False,
+                      has_policy: bool = False) -> list[str]:
     """The methods that can run on ``synth``: gradients need a differentiable synth, the
-    prior's methods a prior that fits it, the gate's methods a gate that fits it."""
+    prior's methods a prior that fits it, the gate's and the restart policy's methods a gate
+    or policy that fits it."""
     return [m for m in MATCH_METHODS if ("gradient" not in m or synth.differentiable)
             and (not m.startswith("prior") or has_prior)
-            and (m not in GATE_METHODS or has_gate)]
+            and (m not in GATE_METHODS or has_gate)
+            and (m not in POLICY_METHODS or has_policy)]
 
 
 def choose_method(synth: Synth, budget: int, available: Sequence[str],
@@ -268,6 +278,12 @@ class Matcher:
         path = None if self.settings.prior else default_gate_path(synth.name)
         return path if path is not None and self._fits(path, synth, "gate") else None
 
+    def policy_path(self, synth: Synth) -> Path | None:
+        """The restart policy shipped for ``synth``, if its prior fits its probe; none with
+        ``--prior`` (it was trained on the shipped prior's samples)."""
+        path = None if self.settings.prior else default_restart_policy_path(synth.name)
+        return path if path is not None and self._fits(path, synth, "restart policy") else None
+
     def _fits(self, path: Path, synth: Synth, what: str) -> bool:
         """Whether the prior (or the gate's priors) at ``path`` fit ``synth`` and its probe
         note; judged, and any note logged, once per synth."""
@@ -282,10 +298,17 @@ class Matcher:
 
         if what == "gate":  # judged by the synthetic-data prior it names
             path = named_prior(load_gate(path, str(self.device))[1], "prior", path, "the gate")
+        elif what == "restart policy":  # a shipped one names its prior beside it
+            from synthmatch.agents.restarts import load_policy
+
+            meta = load_policy(path)[1]
+            path = named_prior({**meta, "prior": meta["settings"]["prior"]}, "prior", path,
+                               "the restart policy")
         prior = load_prior(path, str(self.device))  # the method built from it reuses it
         probe = prior.config.data.get("probe", {})
         if probe and probe.get("midi_pitch") != synth.probe.midi_pitch:
-            whose = "prior was" if what == "prior" else "gate's priors were"
+            whose = {"prior": "prior was", "gate": "gate's priors were"}.get(
+                what, f"{what}'s prior was")
             self.log(f"note: the {whose} trained at MIDI {probe.get('midi_pitch')}, the target "
                      f"plays at {synth.probe.midi_pitch}: not using the {what}")
             return False
@@ -324,7 +347,9 @@ class Matcher:
     def _method_for(self, synth: Synth, own_sound: bool = True) -> tuple[str, Any]:
         prior = self.prior_path(synth)
         gate = self.gate_path(synth) if prior is not None else None
-        available = available_methods(synth, prior is not None, gate is not None)
+        policy = self.policy_path(synth) if prior is not None else None
+        available = available_methods(synth, prior is not None, gate is not None,
+                                      policy is not None)
         name = self.settings.method
         if name == "auto":
             name = choose_method(synth, self.settings.budget, available, own_sound)
@@ -335,12 +360,17 @@ class Matcher:
                 why = ("needs the gate shipped for this synth and note, which routes between "
                        "the shipped priors" + (" (drop --prior)" if self.settings.prior
                                                else ""))
+            elif name in POLICY_METHODS and prior is not None:
+                why = ("needs the restart policy shipped for this synth and note, trained on "
+                       "the shipped prior" + (" (drop --prior)" if self.settings.prior else ""))
             else:
                 why = "needs a prior for this synth and note (--prior PATH)"
             raise ValueError(f"--method {name} {why}")
         cls = METHODS[name]
         if name in GATE_METHODS:
             method = cls(gate, device=str(self.device))
+        elif name in POLICY_METHODS:
+            method = cls(policy, device=str(self.device))
         elif name.startswith("prior"):
             method = cls(prior, device=str(self.device))
         else:

@@ -56,6 +56,7 @@ from synthmatch.app.match import (
     available_methods,
     default_gate_path,
     default_prior_path,
+    default_restart_policy_path,
 )
 from synthmatch.app.report import report_html, spectrogram_png, wav_bytes
 from synthmatch.app.targets import FORMATS, prepare
@@ -87,7 +88,8 @@ def unavailable_synths() -> dict[str, str]:
 def methods_for(synth: str) -> list[str]:
     """The methods the page offers for ``synth`` at its probe note (``auto`` first)."""
     return ["auto", *available_methods(synth_class(synth), default_prior_path(synth) is not None,
-                                       default_gate_path(synth) is not None)]
+                                       default_gate_path(synth) is not None,
+                                       default_restart_policy_path(synth) is not None)]
 
 
 def read_upload(upload: UploadFile, limit: int) -> tuple[np.ndarray, int]:

@@ -61,3 +61,31 @@ def test_a_packaged_gate_names_its_priors_beside_it(synth, tmp_path):
         (other / "prior-easy.pt").read_bytes())
     with pytest.raises(ValueError, match="has changed since"):
         METHODS["prior-rlft+gate"](tmp_path / "moved" / "gate-easy.pt")
+
+
+def test_a_packaged_restart_policy_names_its_prior_beside_it(synth, tmp_path):
+    from synthmatch.agents.packaging import package_restart_policy
+    from synthmatch.agents.restarts import RestartSettings, make_policy, save_policy
+    from synthmatch.leaderboard.methods import METHODS
+    from tests.agents.test_prior import tiny_prior
+
+    prior = tiny_prior(synth)
+    prior.config.data = {"synth": synth.name}
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    torch.save(prior.checkpoint(), runs / "prior.pt")
+    policy = make_policy()
+    save_policy(policy, runs / "policy.pt", RestartSettings(prior=str(runs / "prior.pt")), 8)
+
+    lines = package_restart_policy(runs / "policy.pt", tmp_path / "data", "easy",
+                                   check_items=4)
+    assert "differ by at most" in lines[0] and "restarts-easy.pt" in lines[1]
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+    shutil.rmtree(runs)
+    method = METHODS["prior+gradient+rl"](tmp_path / "moved" / "restarts-easy.pt")
+    assert method.prior_path == tmp_path / "moved" / "prior-easy.pt"
+    for name, w in policy.state_dict().items():  # the policy itself is kept as trained
+        assert torch.equal(method.policy.state_dict()[name], w)
+    (tmp_path / "moved" / "prior-easy.pt").write_bytes(b"changed")
+    with pytest.raises(ValueError, match="has changed since"):
+        METHODS["prior+gradient+rl"](tmp_path / "moved" / "restarts-easy.pt")

@@ -129,10 +129,11 @@ def test_prior_scripts_have_help_and_fail_clearly(tmp_path):
     for name in ("train_prior.py", "prior_results.py", "export_prior.py", "finetune_prior.py",
                  "pick_round.py", "interpolate_prior.py", "make_sound_pool.py",
                  "train_critic.py", "train_restarts.py", "validate_priors.py",
-                 "package_prior.py", "package_gate.py"):
+                 "package_prior.py", "package_match.py"):
         assert "usage" in run_script(name, "--help").stdout
-    no_gate = subprocess.run([sys.executable, str(ROOT / "experiments/package_gate.py"),
-                              str(tmp_path / "nope.pt"), "--out-dir", str(tmp_path / "out")],
+    no_gate = subprocess.run([sys.executable, str(ROOT / "experiments/package_match.py"),
+                              "--gate", str(tmp_path / "nope.pt"), "--out-dir",
+                              str(tmp_path / "out")],
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert no_gate.returncode == 2 and "Traceback" not in no_gate.stderr, no_gate.stderr
     assert "no gate checkpoint at" in no_gate.stderr

@@ -23,6 +23,7 @@ from synthmatch.app.match import (
     choose_method,
     default_gate_path,
     default_prior_path,
+    default_restart_policy_path,
 )
 from synthmatch.synths import make_synth
 
@@ -132,6 +133,20 @@ def test_the_default_synth_ships_a_gate_between_its_prior_and_a_finetuning(tmp_p
     assert "with prior-rlft+gate+gradient-patience (20 renders each)" in err
 
 
+def test_the_default_synth_ships_the_restart_policy_of_its_prior(tmp_path):
+    """prior+gradient+rl runs from the package: its policy names the shipped prior."""
+    from synthmatch.leaderboard.methods import METHODS
+
+    path = default_restart_policy_path("subtractive")
+    assert path is not None and path.stat().st_size < 1e5
+    assert METHODS["prior+gradient+rl"](path).prior_path == default_prior_path("subtractive")
+    code, _, err = run("match", SUITES / "quick" / "audio" / "t000.flac", "--method",
+                       "prior+gradient+rl", "--budget", "20", "--out", tmp_path,
+                       "--no-progress")
+    assert code == 0, err
+    assert "with prior+gradient+rl (20 renders each" in err
+
+
 @pytest.fixture(scope="module")
 def matched(tmp_path_factory):
     out = tmp_path_factory.mktemp("matches")
@@ -215,6 +230,8 @@ def _errors(tmp: Path) -> list[tuple[str, list, str]]:
          "no preset at"),
         ("gate-with-prior", ["match", CROSS, "--method", "prior-rlft+gate", "--prior",
                              default_prior_path("subtractive")], "(drop --prior)"),
+        ("rl-with-prior", ["match", CROSS, "--method", "prior+gradient+rl", "--prior",
+                           default_prior_path("subtractive")], "restart policy shipped"),
     ]
 
 
@@ -238,7 +255,7 @@ def test_synths_lists_backends_and_parameters_with_units():
     code, stdout, err = run("synths")
     assert code == 0, err
     assert re.search(r"cutoff_hz: 30 to 20000 Hz \(log\)", stdout)
-    assert "subtractive:" in stdout and "(shipped prior and gate)" in stdout
+    assert "subtractive:" in stdout and "(shipped prior, gate and restart policy)" in stdout
 
 
 def test_matcher_can_be_cancelled():

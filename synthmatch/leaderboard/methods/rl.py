@@ -21,7 +21,7 @@ from torch import Tensor
 
 from synthmatch.leaderboard.meter import RenderMeter
 from synthmatch.leaderboard.methods.base import MatchTask, Method, best_so_far
-from synthmatch.leaderboard.methods.prior import HYBRID_K, Prior, PriorRestarts
+from synthmatch.leaderboard.methods.prior import HYBRID_K, Prior, PriorRestarts, named_prior
 from synthmatch.synths import Synth
 
 
@@ -157,7 +157,8 @@ class PriorGradientRL(PriorRestarts):
     """:class:`~synthmatch.leaderboard.methods.prior.PriorRestarts` with a learned rule: a
     policy trained with ``experiments/train_restarts.py`` decides after every render whether
     the gradient run goes on or restarts from the next-best sample (its most likely action).
-    The policy's settings name the prior and Adam's step size."""
+    The policy's settings name the prior and Adam's step size; a shipped policy
+    (``names_relative``) names a prior beside it, pinned by sha256."""
 
     name = "prior+gradient+rl"
 
@@ -171,7 +172,11 @@ class PriorGradientRL(PriorRestarts):
             raise ValueError(f"{policy_path} was trained on the best of {trained['k']} samples; "
                              f"this method starts from the best of {HYBRID_K}")
         self.timesteps = int(meta["timesteps"])
-        super().__init__(trained["prior"], device, lr=trained["lr"])
+        prior = trained["prior"]
+        if meta.get("names_relative"):
+            prior = named_prior({**meta, "prior": prior}, "prior", policy_path,
+                                "the restart policy")
+        super().__init__(prior, device, lr=trained["lr"])
 
     def settings(self) -> dict[str, Any]:
         settings = {**super().settings(), "policy": str(self.policy_path),
