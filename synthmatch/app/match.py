@@ -41,7 +41,7 @@ MATCH_METHODS = ("default", "random", "cmaes", "gradient", "prior", "prior+cmaes
                  *POLICY_METHODS, *GATE_METHODS)
 DEFAULT_BUDGET = 1000
 # The trained prior that ships with the package, for the default synth at its default probe,
-# and the gate that ships with it.
+# and the gate and restart policy that ship with it.
 DEFAULT_PRIORS = {"subtractive": "prior-subtractive.pt"}
 DEFAULT_GATES = {"subtractive": "gate-subtractive.pt"}
 DEFAULT_RESTART_POLICIES = {"subtractive": "restarts-subtractive.pt"}
@@ -287,8 +287,8 @@ class Matcher:
         return path if path is not None and self._fits(path, synth, "restart policy") else None
 
     def _fits(self, path: Path, synth: Synth, what: str) -> bool:
-        """Whether the prior (or the gate's priors) at ``path`` fit ``synth`` and its probe
-        note; judged, and any note logged, once per synth."""
+        """Whether the prior at ``path`` (or the one a gate or restart policy there names)
+        fits ``synth`` and its probe note; judged, and any note logged, once per synth."""
         key = (str(path), id(synth))
         if key not in self._fit:
             self._fit[key] = self._judge_fit(path, synth, what)
