@@ -262,7 +262,7 @@ def main(args: Args) -> int:
                 notes.append(f"{suite.name}: {name} skipped (no {NEEDS[name].replace('_', ' ')}"
                              f" for {env_id} given)")
                 continue
-            if name in ("gradient", "prior+gradient") and not synth.differentiable:
+            if method.needs_gradients and not synth.differentiable:
                 notes.append(f"{suite.name}: {name} skipped ({synth.name} is not "
                              "differentiable)")
                 continue

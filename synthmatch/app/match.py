@@ -165,7 +165,7 @@ def available_methods(synth: Synth | type[Synth], has_prior: bool, has_gate: boo
     """The methods that can run on ``synth``: gradients need a differentiable synth, the
     prior's methods a prior that fits it, the gate's and the restart policy's methods a gate
     or policy that fits it."""
-    return [m for m in MATCH_METHODS if ("gradient" not in m or synth.differentiable)
+    return [m for m in MATCH_METHODS if (not METHODS[m].needs_gradients or synth.differentiable)
             and (not m.startswith("prior") or has_prior)
             and (m not in GATE_METHODS or has_gate)
             and (m not in POLICY_METHODS or has_policy)]
@@ -356,7 +356,7 @@ class Matcher:
         if name == "auto":
             name = choose_method(synth, self.settings.budget, available, own_sound)
         elif name not in available:
-            if "gradient" in name and not synth.differentiable:
+            if METHODS[name].needs_gradients and not synth.differentiable:
                 why = "needs a differentiable synth"
             elif name in GATE_METHODS and prior is not None:
                 why = ("needs the gate shipped for this synth and note, which routes between "

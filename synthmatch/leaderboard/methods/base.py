@@ -51,6 +51,8 @@ class Method(abc.ABC):
     min_budget: ClassVar[int] = 1
     # Largest budget the method can use; above it the result would repeat this one.
     max_budget: ClassVar[int | None] = None
+    # Whether it steps along gradients of the distance (a differentiable synth only).
+    needs_gradients: ClassVar[bool] = False
 
     def supports(self, budget: int) -> bool:
         return budget >= self.min_budget and (self.max_budget is None

@@ -61,6 +61,7 @@ class Gradient(Method):
 
     name = "gradient"
     min_budget = 2
+    needs_gradients = True
 
     def __init__(self, lr: float = GRADIENT_LR, steps_per_start: int = STEPS_PER_START):
         self.lr, self.steps_per_start = lr, steps_per_start

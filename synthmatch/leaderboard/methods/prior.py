@@ -206,6 +206,7 @@ class PriorGradient(PriorMethod):
 
     name = "prior+gradient"
     min_budget = HYBRID_K + 2
+    needs_gradients = True
 
     def __init__(self, prior_path: str | Path, device: str = "cpu", *,
                  lr: float = PRIOR_GRADIENT_LR, steps_per_start: int = STEPS_PER_START):
@@ -263,6 +264,7 @@ class PriorRestarts(PriorMethod):
 
     name = "prior+gradient-patience"
     min_budget = HYBRID_K + 2
+    needs_gradients = True
 
     def __init__(self, prior_path: str | Path, device: str = "cpu", *,
                  patience: int = RESTART_PATIENCE, lr: float = PRIOR_GRADIENT_LR):
