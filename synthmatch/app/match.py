@@ -62,8 +62,8 @@ LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
               "prior-rlft+gate", "gradient", "rl", "nearest", "cmaes", "random"],
         1000: ["prior+gradient+rl", "prior+gradient-patience",
                "prior-rlft+gate+gradient-patience", "prior+gradient", "prior+cmaes", "prior+es",
-               "prior+rl", "prior-rlft", "prior", "prior-rlft+gate", "gradient", "nearest",
-               "cmaes", "random"],
+               "prior+rl", "prior-rlft", "prior+central", "prior+critic", "prior",
+               "prior-rlft+gate", "gradient", "nearest", "cmaes", "random"],
     },
     "fm": {
         1: ["prior+central", "prior", "nearest", "random", "default"],
@@ -71,14 +71,15 @@ LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
         100: ["prior+gradient", "prior+gradient+rl", "prior+gradient-patience", "prior+es",
               "prior+cmaes", "prior+central", "prior", "nearest", "gradient", "cmaes", "random"],
         1000: ["prior+gradient", "prior+gradient+rl", "prior+gradient-patience", "prior+cmaes",
-               "prior+es", "prior", "gradient", "cmaes", "nearest", "random"],
+               "prior+es", "prior+central", "prior", "gradient", "cmaes", "nearest", "random"],
     },
     "torchsynth": {
         1: ["nearest", "prior+central", "prior", "random", "default"],
         16: ["prior+central", "prior", "nearest", "cmaes", "random"],
         100: ["prior+es", "prior+cmaes", "prior+central", "prior", "nearest", "cmaes",
               "random"],
-        1000: ["prior+cmaes", "prior+es", "prior", "nearest", "cmaes", "random"],
+        1000: ["prior+cmaes", "prior+es", "prior", "prior+central", "nearest", "cmaes",
+               "random"],
     },
 }
 # Sounds of other instruments (as the shipped gate judges them) are ranked on the synth's
@@ -96,8 +97,9 @@ LEADERBOARD_CROSS_BEST: dict[str, dict[int, list[str]]] = {
               "prior+rl", "prior+cmaes", "prior+es", "gradient", "prior", "prior+central",
               "nearest", "rl", "cmaes", "random"],
         1000: ["prior-rlft+gate+gradient-patience", "prior+gradient-patience", "prior+gradient",
-               "prior-rlft+gate", "prior+gradient+rl", "prior-rlft", "prior+cmaes", "gradient",
-               "prior+rl", "prior+es", "cmaes", "prior", "nearest", "random"],
+               "prior-rlft+gate", "prior+gradient+rl", "prior-rlft", "prior-rlft+critic",
+               "prior+cmaes", "gradient", "prior+rl", "prior+es", "cmaes", "prior",
+               "prior+central", "nearest", "random"],
     },
 }
 # Synths with no in-domain suite (real instruments): search without gradients.
