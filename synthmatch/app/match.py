@@ -298,16 +298,12 @@ class Matcher:
 
     def _judge_fit(self, path: Path, synth: Synth, what: str) -> bool:
         from synthmatch.agents.matching import check_compatible
-        from synthmatch.leaderboard.methods.prior import load_gate, load_prior, named_prior
+        from synthmatch.leaderboard.methods.prior import load_prior
 
         if what == "gate":  # judged by the synthetic-data prior it names
-            path = named_prior(load_gate(path, str(self.device))[1], "prior", path, "the gate")
-        elif what == "restart policy":  # a shipped one names its prior beside it
-            from synthmatch.agents.restarts import load_policy
-
-            meta = load_policy(path)[1]
-            path = named_prior({**meta, "prior": meta["settings"]["prior"]}, "prior", path,
-                               "the restart policy")
+            path = METHODS[GATE_METHODS[0]](path, device=str(self.device)).base_path
+        elif what == "restart policy":  # judged by the prior it was trained on
+            path = METHODS[POLICY_METHODS[0]](path, device=str(self.device)).prior_path
         prior = load_prior(path, str(self.device))  # the method built from it reuses it
         probe = prior.config.data.get("probe", {})
         if probe and probe.get("midi_pitch") != synth.probe.midi_pitch:
@@ -341,12 +337,7 @@ class Matcher:
         path = self.gate_path(synth) if self.prior_path(synth) is not None else None
         if path is None:
             return None
-        from synthmatch.agents.gate import gate_mel, synth_like
-        from synthmatch.leaderboard.methods.prior import load_gate, load_prior, named_prior
-
-        gate, meta = load_gate(path, str(self.device))
-        base = load_prior(named_prior(meta, "prior", path, "the gate"), str(self.device))
-        return synth_like(gate, gate_mel(base, audio.to(base.device))).cpu()
+        return METHODS[GATE_METHODS[0]](path, device=str(self.device)).judge(audio).cpu()
 
     def _method_for(self, synth: Synth, own_sound: bool = True) -> tuple[str, Any]:
         prior = self.prior_path(synth)

@@ -123,10 +123,13 @@ def test_the_default_synth_ships_a_gate_between_its_prior_and_a_finetuning(tmp_p
     from synthmatch.leaderboard.methods import METHODS
 
     path = default_gate_path("subtractive")
-    assert path is not None and path.stat().st_size < 1e6
+    assert path.name == "gate-subtractive.pt" and path.stat().st_size < 1e6
     method = METHODS["prior-rlft+gate+gradient-patience"](path)
     assert method.base_path == default_prior_path("subtractive")
-    assert method.prior_path.stat().st_size < 6e6 and method.prior.finetuned is not None
+    assert method.prior_path.stat().st_size < 6e6
+    # seed 0 of the leaderboard's fine-tuning, its last round (on the pool alone)
+    assert {k: method.prior.finetuned[k] for k in ("round", "seed", "synthetic_fraction")} \
+        == {"round": 3, "seed": 0, "synthetic_fraction": 0.0}
     code, _, err = run("match", CROSS, "--method", "prior-rlft+gate+gradient-patience",
                        "--budget", "20", "--out", tmp_path, "--no-progress")
     assert code == 0, err
@@ -138,7 +141,7 @@ def test_the_default_synth_ships_the_restart_policy_of_its_prior(tmp_path):
     from synthmatch.leaderboard.methods import METHODS
 
     path = default_restart_policy_path("subtractive")
-    assert path is not None and path.stat().st_size < 1e5
+    assert path.name == "restarts-subtractive.pt" and path.stat().st_size < 1e5
     assert METHODS["prior+gradient+rl"](path).prior_path == default_prior_path("subtractive")
     code, _, err = run("match", SUITES / "quick" / "audio" / "t000.flac", "--method",
                        "prior+gradient+rl", "--budget", "20", "--out", tmp_path,

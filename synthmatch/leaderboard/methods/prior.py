@@ -419,12 +419,17 @@ class GatedPrior(FinetunedPrior):
     def files(self) -> list[Path]:
         return [self.gate_path, self.base_path, *super().files()]
 
-    def synth_like(self, task: MatchTask) -> Tensor:
-        """``(B,)`` bool: the targets the gate sends to the synthetic-data prior."""
+    def judge(self, audio: Tensor) -> Tensor:
+        """``(B,)`` bool: which sounds ``(B, T)`` the gate finds synth-like (sends to the
+        synthetic-data prior), on the gate's device."""
         from synthmatch.agents.gate import gate_mel, synth_like
 
-        mel = gate_mel(self.base, task.target_audio.to(self.base.device))
-        return synth_like(self.gate.to(mel.device), mel).to(task.synth.device)
+        mel = gate_mel(self.base, audio.to(self.base.device))
+        return synth_like(self.gate.to(mel.device), mel)
+
+    def synth_like(self, task: MatchTask) -> Tensor:
+        """``(B,)`` bool: the targets the gate sends to the synthetic-data prior."""
+        return self.judge(task.target_audio).to(task.synth.device)
 
     def sample(self, task: MatchTask, k: int, offset: int) -> Tensor:
         # Both priors draw for every target with the same seeds, so a target's samples are
