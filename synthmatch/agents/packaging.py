@@ -82,12 +82,12 @@ def package_restart_policy(policy: str | Path, out_dir: str | Path, stem: str,
     from synthmatch.agents.restarts import load_policy
 
     policy, out_dir = Path(policy), Path(out_dir)
-    _, meta = load_policy(policy)
-    ckpt = torch.load(policy, map_location="cpu", weights_only=True)
+    model, meta = load_policy(policy)
     source = meta["settings"]["prior"]
     base, line = _shipped_base(out_dir, stem, source, sha256_file(source), policy, check_items)
     out = out_dir / f"restarts-{stem}.pt"
-    save_checkpoint({**ckpt, "settings": {**meta["settings"], "prior": base.name},
+    save_checkpoint({**meta, "state_dict": model.state_dict(),
+                     "settings": {**meta["settings"], "prior": base.name},
                      "names_relative": True, "prior_sha256": sha256_file(base),
                      "source_sha256": sha256_file(policy)}, out)
     return [line, f"{out}: {out.stat().st_size / 1e6:.2f} MB, restarting gradient search "
