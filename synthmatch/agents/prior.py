@@ -265,14 +265,15 @@ class FlowPrior(nn.Module):
         snapped = torch.round(u * steps.clamp_min(1.0)) / steps.clamp_min(1.0)
         return torch.where(steps > 0, snapped, u)
 
-    @torch.no_grad()
     def sample_flow(self, embedding: Tensor, noise: Tensor, steps: int = 16,
-                    method: str = "midpoint") -> Tensor:
+                    method: str = "midpoint", enable_grad: bool = False) -> Tensor:
         """Integrate the flow from ``noise`` ``(B, P)`` given embeddings ``(B, E)``: the
-        unclipped flow-space end point ``(B, P)``."""
+        unclipped flow-space end point ``(B, P)``. With ``enable_grad`` the end point is
+        differentiable in the weights and the embeddings (backpropagation through the
+        sampler, as a reward gradient needs)."""
         solver = ODESolver(velocity_model=_SolverModel(self.velocity))
         return solver.sample(x_init=noise, step_size=1.0 / steps, method=method,
-                             embedding=embedding)
+                             enable_grad=enable_grad, embedding=embedding)
 
     @torch.no_grad()
     def sample(self, mel_db: Tensor, k: int = 1, *, steps: int = 16, method: str = "midpoint",

@@ -21,9 +21,19 @@ parameters are needed, so the sounds can come from any instrument. Each round:
 
 This is reward-filtered policy improvement (expert iteration; reward-weighted regression in
 its best-of-K limit): the policy is moved towards the actions its own reward ranked best, and
-the next round samples from the improved policy. Before the first round and after every round
-the prior is measured as the leaderboard's ``prior`` method would be, the best of ``val_k``
-samples, on a validation pool and on held-out synthetic targets.
+the next round samples from the improved policy.
+
+``objective="best-of-k"`` trains the figure the leaderboard reads instead: each step draws
+``k`` samples per pool sound through the sampler with gradients on, renders them with the
+differentiable synth, and descends the distance of each sound's closest sample (a set
+objective: winner-takes-all over the ``k`` samples, as in multiple-choice learning; the
+reward's gradient reaches the flow through the synth and the ODE solver, as in direct reward
+fine-tuning of diffusion models). Only the winning sample of each sound is moved, so the
+others are free to stay apart, where the archive pulls every sample towards one preset.
+
+Before the first round and after every round the prior is measured as the leaderboard's
+``prior`` method would be, the best of ``val_k`` samples, on a validation pool and on held-out
+synthetic targets.
 
 A run lives in ``<log_dir>/<run_name>/``: ``config.json``, TensorBoard events, ``history.json``
 (the validation figures per round), ``rounds/prior_<r>.pt`` after each round and ``prior.pt``
@@ -95,6 +105,12 @@ class FinetuneSettings:
     0: the archive improves by sampling alone"""
     refine_sigma: float = 0.05
     """starting ES step in every normalised parameter (then adapted per sound)"""
+    objective: Literal["archive", "best-of-k"] = "archive"
+    """archive: regress the flow on each pool sound's closest preset so far (expert
+    iteration); best-of-k: descend the distance of the best of --k samples per sound,
+    backpropagated through the synth and the sampler (differentiable synths; the pool alone)"""
+    sounds_per_step: int = 8
+    """best-of-k: pool sounds per gradient step (--k samples each)"""
     archive_size: int = 1
     """closest presets kept per pool sound over all rounds, each trained on equally often
     (at most --k); 1: the best only"""
@@ -123,7 +139,12 @@ def check_settings(s: FinetuneSettings) -> None:
         FileNotFoundError: a prior, pool or dataset that is not there.
     """
     require_counts(s, "rounds", "k", "steps_per_round", "batch_size", "val_k",
-                   "in_domain_targets", "archive_size")
+                   "in_domain_targets", "archive_size", "sounds_per_step")
+    if s.objective == "best-of-k" and (s.synthetic_fraction > 0 or s.archive_size > 1
+                                       or s.refine_steps):
+        raise ValueError("--objective best-of-k learns from the pool alone and keeps no "
+                         "archive: pass --data None --synthetic-fraction 0, and no "
+                         "--archive-size or --refine-steps")
     if s.archive_size > s.k:
         raise ValueError(f"--archive-size ({s.archive_size}) cannot exceed --k ({s.k}): the "
                          "first round must fill the archive")
@@ -324,6 +345,38 @@ def refine_archive(synth: Synth, distance: PerceptualDistance, audio: Tensor,
         archive[rows], archive_d[rows], sigma[rows] = x, d, s
 
 
+def best_of_k_loss(prior: FlowPrior, synth: Synth, distance: PerceptualDistance,
+                   audio: Tensor, mel: Tensor, k: int, generator: torch.Generator
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """The set objective of ``objective="best-of-k"``: the mean over sounds of the distance of
+    each sound's closest of ``k`` prior samples, differentiable in the prior's weights.
+
+    The samples are drawn as :meth:`FlowPrior.sample` draws them (same solver and steps,
+    discrete columns snapped, which passes no gradient to them), with gradients kept through
+    the solver, the synth's render and the distance.
+
+    Args:
+        prior: The prior being trained.
+        synth: Its differentiable synth (takes all of the prior's parameters).
+        distance: The reward's perceptual distance.
+        audio: ``(B, T)`` pool sounds.
+        mel: ``(B, n_mels, frames)`` their log-mel (:meth:`FlowPrior.mel`).
+        k: Samples per sound.
+        generator: Draws the starting noise (on the prior's device).
+
+    Returns:
+        The loss, and detached ``(B, k)`` distances and ``(B, k, P)`` samples.
+    """
+    b = audio.shape[0]
+    embedding = prior.embed(mel).repeat_interleave(k, dim=0)
+    noise = torch.randn(embedding.shape[0], prior.config.num_params, generator=generator,
+                        device=prior.device)
+    u = prior.to_unit(prior.sample_flow(embedding, noise, enable_grad=True))
+    d = distance.distance(distance.features(synth.render(u)),
+                          distance.features(audio.repeat_interleave(k, dim=0))).view(b, k)
+    return d.min(dim=1).values.mean(), d.detach(), u.detach().view(b, k, -1)
+
+
 def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
                    val_audio: Tensor | None = None, progress: bool = True,
                    val_sources: list[str] | None = None) -> Path:
@@ -346,6 +399,9 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     synth = prior_synth(prior, device)
     if tuple(synth.params.names) != prior.param_names:
         raise ValueError("the prior's synth does not take all of its parameters")
+    if settings.objective == "best-of-k" and not synth.differentiable:
+        raise ValueError(f"--objective best-of-k backpropagates through the synth, and the "
+                         f"{synth.name} synth is not differentiable")
     teacher = None
     if settings.rehearsal == "teacher":
         teacher = FlowPrior.load(settings.prior, device).eval().requires_grad_(False)
@@ -402,7 +458,15 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     n_pool = settings.batch_size - n_syn
     bar = tqdm(total=settings.rounds, desc="fine-tune", unit="round",
                disable=None if progress else True)
+    distance = PerceptualDistance(synth.sample_rate).to(device)
     for round_ in range(1, settings.rounds + 1):
+        if settings.objective == "best-of-k":
+            extra = train_best_of_k(settings, prior, synth, distance, pool_audio, pool_mel,
+                                    optimizer, batch_gen, noise_gen)
+            validate(round_, extra)
+            save_round(settings, prior, run_dir, round_)
+            bar.update()
+            continue
         # 1-2. Sample, render, score; keep each sound's closest preset so far.
         prior.eval()
         matcher = OneShotMatcher(prior, synth, k=settings.k, device=device,
@@ -444,9 +508,7 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
                           **({"pool/es_sigma": float(sigma.median())}
                              if settings.refine_steps else {}),
                           "loss/train": float(np.mean(losses))})
-        save_checkpoint(prior.checkpoint(finetuned={"from": str(settings.prior),
-                                                    **asdict(settings), "round": round_}),
-                        run_dir / "rounds" / f"prior_{round_}.pt")
+        save_round(settings, prior, run_dir, round_)
         bar.update()
     bar.close()
     prior.eval()
@@ -454,6 +516,39 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     writer.close()
     print(f"Fine-tuned prior: {run_dir / 'prior.pt'}   History: {run_dir / 'history.json'}")
     return run_dir
+
+
+def save_round(settings: FinetuneSettings, prior: FlowPrior, run_dir: Path, round_: int) -> None:
+    """Write ``rounds/prior_<round>.pt``, recording how it was made."""
+    save_checkpoint(prior.checkpoint(finetuned={"from": str(settings.prior), **asdict(settings),
+                                                "round": round_}),
+                    run_dir / "rounds" / f"prior_{round_}.pt")
+
+
+def train_best_of_k(settings: FinetuneSettings, prior: FlowPrior, synth: Synth,
+                    distance: PerceptualDistance, pool_audio: Tensor, pool_mel: Tensor,
+                    optimizer: torch.optim.Optimizer, batch_gen: torch.Generator,
+                    noise_gen: torch.Generator) -> dict[str, float]:
+    """One round of ``objective="best-of-k"``: ``steps_per_round`` steps of
+    :func:`best_of_k_loss` on random pool sounds; returns the round's training figures."""
+    prior.train()
+    losses, spreads = [], []
+    bar = tqdm(range(settings.steps_per_round), desc="best-of-k steps", leave=False,
+               disable=None)
+    for _ in bar:
+        i = torch.randint(pool_audio.shape[0], (settings.sounds_per_step,),
+                          generator=batch_gen).to(pool_audio.device)
+        loss, _, samples = best_of_k_loss(prior, synth, distance, pool_audio[i], pool_mel[i],
+                                          settings.k, noise_gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        spreads.append(float(sample_spread(samples).mean()))
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    return {"pool/sampled_best_of_k": float(np.mean(losses)),
+            "pool/sample_spread": float(np.mean(spreads)), "loss/train": float(np.mean(losses))}
 
 
 def pick_round(histories: list[list[dict[str, Any]]], val_k: int = 16,

@@ -168,3 +168,55 @@ def test_archive_size_must_fit_in_one_rounds_samples(tmp_path):
     with pytest.raises(ValueError, match="--archive-size must be >= 1"):
         check_settings(FinetuneSettings(prior=str(prior), data=None, synthetic_fraction=0.0,
                                         archive_size=0))
+
+
+def test_best_of_k_loss_is_the_best_samples_distance_and_reaches_the_weights():
+    """The set objective scores the very samples FlowPrior.sample draws from the same noise
+    (the library's solver without gradients is the oracle), its value is the mean of each
+    sound's closest distance, and its gradient reaches the encoder and the velocity net."""
+    import pytest
+
+    pytest.importorskip("flow_matching")
+    from synthmatch.agents.prior_finetune import best_of_k_loss
+    from tests.agents.test_prior import tiny_prior
+
+    synth = make_synth("subtractive")
+    distance = PerceptualDistance(synth.sample_rate)
+    prior = tiny_prior(synth, seed=1)
+    for p in prior.parameters():  # zero-initialised output layers would pass no gradient
+        torch.nn.init.normal_(p, std=0.05)
+    with torch.no_grad():
+        audio = synth.render(synth.params.sample(3, torch.Generator().manual_seed(2)))
+    mel = prior.mel(audio)
+    loss, d, samples = best_of_k_loss(prior, synth, distance, audio, mel, 4,
+                                      torch.Generator().manual_seed(5))
+    expected = prior.sample(mel, 4, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(samples, expected)
+    with torch.no_grad():
+        rescored = distance(synth.render(expected.reshape(12, -1)),
+                            audio.repeat_interleave(4, 0)).view(3, 4)
+    torch.testing.assert_close(d, rescored, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss.detach(), rescored.min(1).values.mean(), rtol=1e-4,
+                               atol=1e-5)
+    loss.backward()
+    for module in (prior.encoder, prior.velocity):
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_best_of_k_refuses_what_it_cannot_use(tmp_path):
+    import pytest
+
+    from synthmatch.agents.prior_finetune import FinetuneSettings, check_settings
+
+    prior = tmp_path / "prior.pt"
+    prior.write_bytes(b"")
+    for extra in ({"data": "x", "synthetic_fraction": 0.5}, {"archive_size": 2},
+                  {"refine_steps": 3}):
+        settings = {"data": None, "synthetic_fraction": 0.0, **extra}
+        with pytest.raises(ValueError, match="learns from the pool alone"):
+            check_settings(FinetuneSettings(prior=str(prior), objective="best-of-k",
+                                            **settings))
+    with pytest.raises(ValueError, match="--sounds-per-step must be >= 1"):
+        check_settings(FinetuneSettings(prior=str(prior), data=None, synthetic_fraction=0.0,
+                                        objective="best-of-k", sounds_per_step=0))
