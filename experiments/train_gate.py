@@ -9,19 +9,42 @@ leaderboard takes with ``--gate``.
     python experiments/train_gate.py --help
     python experiments/train_gate.py --prior runs/prior/subtractive/prior.pt \\
         --finetuned runs/finetune/x/prior.pt --pool data/pool3/train --val-pool data/pool/val
+    python experiments/train_gate.py --router-from runs/gate/x/gate.pt \\
+        --finetuned runs/finetune/y/prior.pt --run-name y_gate   # same router, new prior
     tensorboard --logdir runs/gate
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
-from synthmatch.agents.gate import GateSettings, check_settings, train_gate
+from synthmatch.agents.gate import GateSettings, check_settings, repoint_gate, train_gate
 from synthmatch.cli import run
 from synthmatch.leaderboard.suites import SuiteError, load_suite
 
 
-def main(settings: GateSettings) -> None:
+@dataclass
+class Args(GateSettings):
+    router_from: str | None = None
+    """reuse this gate.pt's router (it reads only the base prior's log-mel) for --finetuned
+    instead of training one; the new gate lands in <log-dir>/<run-name>/gate.pt"""
+
+
+def main(settings: Args) -> None:
+    if settings.router_from is not None:
+        if not Path(settings.router_from).is_file():
+            raise FileNotFoundError(f"--router-from: no gate at {settings.router_from}")
+        if not Path(settings.finetuned).is_file():
+            raise FileNotFoundError(f"--finetuned: no prior checkpoint at {settings.finetuned}")
+        out = Path(settings.log_dir) / (settings.run_name or
+                                        f"{Path(settings.finetuned).parent.name}_gate")
+        if (out / "gate.pt").exists():
+            raise ValueError(f"{out} already holds a gate; pick another --run-name")
+        repoint_gate(settings.router_from, settings.finetuned, out / "gate.pt")
+        print(f"Gate: {out / 'gate.pt'} (router of {settings.router_from})")
+        return
     check_settings(settings)
     pool = load_suite(settings.pool).audio
     val = load_suite(settings.val_pool).audio if settings.val_pool else None
@@ -34,4 +57,4 @@ def main(settings: GateSettings) -> None:
 
 
 if __name__ == "__main__":
-    run(main, GateSettings, "train_gate.py", errors=(SuiteError,))
+    run(main, Args, "train_gate.py", errors=(SuiteError,))

@@ -84,3 +84,17 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp = temporary_name(path)
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def named_prior(meta: dict[str, Any], key: str, owner: Path | str, what: str) -> Path:
+    """The prior that checkpoint ``owner`` names under ``key`` (with its sha256 under
+    ``<key>_sha256``), refused if it is gone or has changed since ``what`` was trained on it.
+    A shipped checkpoint (``names_relative``) names a file beside it."""
+    path = Path(owner).parent / meta[key] if meta.get("names_relative") else Path(meta[key])
+    if not path.is_file():
+        raise FileNotFoundError(f"{owner} was trained on the prior at {path}, which is not "
+                                "there")
+    if cached_sha256(path) != meta[f"{key}_sha256"]:
+        raise ValueError(f"{path} has changed since {owner} was trained on it; train {what} "
+                         "again")
+    return path

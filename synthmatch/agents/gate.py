@@ -30,7 +30,7 @@ from synthmatch.agents.prior_training import log_epoch, save_checkpoint
 from synthmatch.cli import require_counts
 from synthmatch.data.real_sounds import MIN_PEAK_DB, as_stored, draw_sounds, pool_seed
 from synthmatch.devices import resolve_device
-from synthmatch.fileio import load_weights, sha256_file, write_json_atomic
+from synthmatch.fileio import load_weights, named_prior, sha256_file, write_json_atomic
 
 # Sounds whose log-mel is computed together.
 MEL_CHUNK = 256
@@ -158,6 +158,25 @@ def load_gate(path: str | Path, device: torch.device | str = "cpu"
     gate.load_state_dict(ckpt["state_dict"])
     return gate.to(device).eval(), {k: v for k, v in ckpt.items()
                                     if k not in ("state_dict", "config", "kind")}
+
+
+def repoint_gate(gate: str | Path, finetuned: str | Path, out: str | Path) -> None:
+    """Save the router of ``gate`` as a gate to another fine-tuning of the same base prior.
+
+    The router reads only the base prior's log-mel, so it sends the same sounds to the
+    fine-tuned side whichever fine-tuned prior is there; a new fine-tuning needs no new
+    router. The new checkpoint keeps the old one's settings and validation and records where
+    its router came from (``router_from``, with its sha256).
+
+    Raises:
+        ValueError: ``finetuned`` is not a fine-tuning of the gate's base prior's synth.
+    """
+    model, meta = load_gate(gate)
+    base = named_prior(meta, "prior", gate, "the gate")
+    check_pair(FlowPrior.load(base), FlowPrior.load(finetuned))
+    save_gate(model, Path(out), str(base), str(finetuned),
+              **{k: meta[k] for k in ("settings", "validation") if k in meta},
+              router_from=str(gate), router_from_sha256=sha256_file(gate))
 
 
 def train_gate(settings: GateSettings, pool_audio: Tensor, val_audio: Tensor | None = None,

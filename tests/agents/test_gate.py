@@ -50,6 +50,29 @@ def test_train_gate_tells_the_synths_sounds_from_a_pools(tmp_path):
     assert meta["finetuned_sha256"] == sha256_file(tuned_path)
     assert gate(torch.zeros(2, *prior.config.mel_shape)).shape == (2,)
 
+    # The same router, re-pointed at another fine-tuning of the same base prior: the new gate
+    # routes exactly as the old, names the new prior and says where its router came from.
+    other_path = tmp_path / "other.pt"
+    torch.save(prior.checkpoint(finetuned={"from": str(prior_path), "rounds": 2}), other_path)
+    out = run_script("train_gate.py", "--router-from", str(run / "gate.pt"), "--finetuned",
+                     str(other_path), "--log-dir", str(tmp_path / "runs"), "--run-name", "r")
+    assert "router of" in out.stdout
+    moved, moved_meta = load_gate(tmp_path / "runs" / "r" / "gate.pt")
+    mel = torch.randn(5, *prior.config.mel_shape)
+    with torch.no_grad():
+        torch.testing.assert_close(moved(mel), gate(mel))
+    assert moved_meta["finetuned"] == str(other_path) and moved_meta["prior"] == str(prior_path)
+    assert moved_meta["finetuned_sha256"] == sha256_file(other_path)
+    assert moved_meta["router_from_sha256"] == sha256_file(run / "gate.pt")
+    assert moved_meta["validation"] == meta["validation"]
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "train_gate.py"), "--router-from",
+         str(run / "gate.pt"), "--finetuned", str(prior_path), "--log-dir",
+         str(tmp_path / "runs"), "--run-name", "s"], capture_output=True, text=True,
+        timeout=120, cwd=ROOT)
+    assert again.returncode == 2 and "was not made by finetune_prior.py" in again.stderr
+    assert "Traceback" not in again.stderr and not (tmp_path / "runs" / "s").exists()
+
     # The two priors swapped: refused in one line, nothing written.
     swapped = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "train_gate.py"), "--prior",

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from synthmatch.fileio import cached_sha256, file_stamp
+from synthmatch.fileio import file_stamp, named_prior
 from synthmatch.leaderboard.methods.base import MatchTask, Method, best_so_far
 from synthmatch.leaderboard.methods.gradient import (
     STEPS_PER_START,
@@ -91,20 +91,6 @@ def _gate(path: Path, device: str):
 load_prior = _read_once(_flow_prior)
 load_critic = _read_once(_critic)
 load_gate = _read_once(_gate)
-
-
-def named_prior(meta: dict[str, Any], key: str, owner: Path | str, what: str) -> Path:
-    """The prior that checkpoint ``owner`` names under ``key`` (with its sha256 under
-    ``<key>_sha256``), refused if it is gone or has changed since ``what`` was trained on it.
-    A shipped checkpoint (``names_relative``) names a file beside it."""
-    path = Path(owner).parent / meta[key] if meta.get("names_relative") else Path(meta[key])
-    if not path.is_file():
-        raise FileNotFoundError(f"{owner} was trained on the prior at {path}, which is not "
-                                "there")
-    if cached_sha256(path) != meta[f"{key}_sha256"]:
-        raise ValueError(f"{path} has changed since {owner} was trained on it; train {what} "
-                         "again")
-    return path
 
 
 def draw_samples(prior, task: MatchTask, k: int, offset: int) -> Tensor:
