@@ -22,6 +22,7 @@ suite, --ray without Ray installed), 130 Ctrl-C.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -101,6 +102,11 @@ class Args:
     """hand-written reading of the results, included in --doc"""
     progress: bool = True
     """show a progress bar"""
+    update: bool = False
+    """keep the rows of the methods this run does not run from each suite's JSON in --out
+    (same suite, targets and seed): a method is added or re-run without re-running the
+    others, and each row keeps the command that made it. The spectrogram grid stays as the
+    last run without --update drew it"""
     ray: bool = False
     """run each (suite, method, chunk of targets) cell, all its budgets, as a Ray task (pip
     install 'synthmatch[ray]'), with one CPU each, or one GPU each with --device cuda; results
@@ -244,6 +250,14 @@ def main(args: Args) -> int:
         return fail(str(err))
     if args.max_targets is not None:
         suites = [s.subset(slice(0, args.max_targets)) for s in suites]
+    for suite in suites if args.update else ():
+        earlier = args.out / f"{suite.name.replace('/', '__')}.json"
+        if earlier.is_file():
+            try:
+                report.check_mergeable(json.loads(earlier.read_text())["meta"], {
+                    "suite": suite.name, "targets": len(suite), "seed": args.seed})
+            except ValueError as err:
+                return fail(f"--update: {earlier}: {err}")
     try:
         resources = Resources(args)
         synths = [(env_synth(s.env_id or args.cross_env, args.device), s.env_id or args.cross_env)
@@ -310,7 +324,11 @@ def main(args: Args) -> int:
 
 
 def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
+    from synthmatch.leaderboard.document import run_config
+
     summaries = report.summarize(cells, seed=args.seed)
+    files = (*args.prior, *args.rl_checkpoint, *args.critic, *args.finetuned_prior,
+             *args.restart_policy, *args.gate)
     meta = {
         "command": "python experiments/leaderboard.py " + shlex.join(sys.argv[1:]),
         "synthmatch": synthmatch.__version__, "torch": torch.__version__,
@@ -318,9 +336,9 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
         "device": args.device, "seed": args.seed, "budgets": list(args.budgets),
         "elapsed_s": round(elapsed, 1),
         "methods": {f"{j.suite.name} {j.method.name}": j.method.settings() for j in jobs},
-        "files": {str(p): sha256_file(p)
-                  for p in (*args.prior, *args.rl_checkpoint, *args.critic,
-                            *args.finetuned_prior, *args.restart_policy, *args.gate)},
+        "files": {str(p): sha256_file(p) for p in files},
+        "file_configs": {str(p): config for p in files
+                         if (config := run_config(p)) is not None},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for suite in suites:
@@ -328,12 +346,17 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
         if not mine:
             continue
         slug = suite.name.replace("/", "__")
+        suite_meta = {**meta, "suite": suite.name, "targets": len(suite),
+                      "param_errors": param_errors(suite, cells)}
+        old = args.out / f"{slug}.json"
+        if args.update and old.is_file():
+            mine, suite_meta = report.merge_results(json.loads(old.read_text()), mine,
+                                                    suite_meta)
         report.write_csv(mine, args.out / f"{slug}.csv")
-        report.write_json(mine, {**meta, "suite": suite.name, "targets": len(suite),
-                                 "param_errors": param_errors(suite, cells)},
-                          args.out / f"{slug}.json")
+        report.write_json(mine, suite_meta, args.out / f"{slug}.json")
         report.plot_curves(mine, suite.name, args.out / f"{slug}_curve.png")
-        grid(args, suite, [j for j in jobs if j.suite is suite], cells, slug)
+        if not (args.update and old.is_file()):
+            grid(args, suite, [j for j in jobs if j.suite is suite], cells, slug)
         text = suite_markdown(suite, mine)
         (args.out / f"{slug}.md").write_text(text)
         print(text)

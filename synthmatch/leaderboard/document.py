@@ -14,17 +14,24 @@ from pathlib import Path
 from synthmatch.leaderboard import report
 
 
-def _provenance(path: str, sha: str) -> str:
-    """A line naming a checkpoint, its hash and the settings of the run that made it."""
+def run_config(path: str | Path) -> dict | None:
+    """The settings of the run that made a checkpoint (its run directory's ``config.json``,
+    without the keys that only say where it ran), or ``None`` where there is none."""
     p = Path(path)
     run = p.parent.parent if p.parent.name == "checkpoints" else p.parent
     config = run / "config.json"
-    settings = ""
-    if config.is_file():
-        data = json.loads(config.read_text())
-        keep = {k: v for k, v in data.items() if v not in (None, "", [], {}) and k not in
-                ("resume", "log_dir", "run_name", "progress")}
-        settings = f"; run config: `{json.dumps(keep, sort_keys=True)}`"
+    if not config.is_file():
+        return None
+    data = json.loads(config.read_text())
+    return {k: v for k, v in data.items() if v not in (None, "", [], {}) and k not in
+            ("resume", "log_dir", "run_name", "progress")}
+
+
+def _provenance(path: str, sha: str, config: dict | None) -> str:
+    """A line naming a checkpoint, its hash and the settings of the run that made it (as
+    recorded with the results, else read from the run directory if it is still there)."""
+    config = config if config is not None else run_config(path)
+    settings = f"; run config: `{json.dumps(config, sort_keys=True)}`" if config else ""
     return f"- `{path}` (sha256 `{sha[:16]}…`){settings}"
 
 
@@ -41,6 +48,12 @@ def param_error_table(errors: dict) -> str:
         cells = [f"**{x:.3f}**" if x == worst else f"{x:.3f}" for x in row]
         lines.append(f"| {errors['param_names'][j]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _ran_on(run: dict) -> str:
+    """Where and at which commit a command ran."""
+    return (f"on {run['machine']}, device {run['device']}, commit "
+            f"`{(run.get('git_commit') or '?')[:10]}`")
 
 
 def write_document(results: Path, doc: Path, reading: Path, order: tuple[str, ...]) -> None:
@@ -69,12 +82,20 @@ def write_document(results: Path, doc: Path, reading: Path, order: tuple[str, ..
         longest: dict[str, float] = {}
         for s in summaries:
             longest[s["method"]] = max(longest.get(s["method"], 0.0), s["wall_s"])
-        parts += [f"\n## {name} ({meta['targets']} targets)\n",
-                  f"Command (methods' wall time {sum(longest.values()):.0f} s in all, on "
-                  f"{meta['machine']}, device "
-                  f"{meta['device']}, commit `{(meta.get('git_commit') or '?')[:10]}`):\n",
-                  f"```bash\n{meta['command']}\n```\n",
-                  "Perceptual distance (the env's reward distance; success below 0.2):\n",
+        parts += [f"\n## {name} ({meta['targets']} targets)\n"]
+        runs = meta.get("runs") or [meta]
+        if len(runs) == 1:
+            parts.append(f"Command (methods' wall time {sum(longest.values()):.0f} s in all, "
+                         f"{_ran_on(runs[0])}):\n")
+        else:
+            parts.append(f"Commands (methods' wall time {sum(longest.values()):.0f} s in all); "
+                         "each made the rows it names, the last ones with `--update`:\n")
+        for run in runs:
+            if len(runs) > 1:
+                parts.append(", ".join(f"`{m}`" for m in run["methods"])
+                             + f" ({_ran_on(run)}):\n")
+            parts.append(f"```bash\n{run['command']}\n```\n")
+        parts += ["Perceptual distance (the env's reward distance; success below 0.2):\n",
                   report.markdown_table(summaries, name, "distance"),
                   "\nSuccess rate:\n", report.markdown_table(summaries, name, "success_rate"),
                   "\nMSS (multi-scale spectral distance as in the flow-matching paper, dB):\n",
@@ -92,7 +113,8 @@ def write_document(results: Path, doc: Path, reading: Path, order: tuple[str, ..
                   f"\n![{name}: spectrograms of targets and matches]({rel}/{slug}_grid.png)\n"]
         files = meta.get("files") or {}
         if files:
-            parts += ["\nCheckpoints used:\n", *(_provenance(p, h) + "\n"
+            configs = meta.get("file_configs") or {}
+            parts += ["\nCheckpoints used:\n", *(_provenance(p, h, configs.get(p)) + "\n"
                                                  for p, h in files.items())]
     doc.parent.mkdir(parents=True, exist_ok=True)
     tmp = doc.with_name(f".{doc.name}.tmp")

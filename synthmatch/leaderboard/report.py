@@ -190,6 +190,68 @@ def write_json(summaries: list[dict], meta: dict, path: str | os.PathLike) -> No
     write_json_atomic(Path(path), _finite({"meta": meta, "summaries": summaries}))
 
 
+# What says how one command ran: kept per command when results are merged.
+RUN_KEYS = ("command", "synthmatch", "torch", "git_commit", "machine", "device", "budgets",
+            "elapsed_s", "files", "file_configs")
+
+
+def check_mergeable(before: dict, meta: dict) -> None:
+    """Refuse to put a run's rows (``meta``: its ``suite``, ``targets`` and ``seed``) in one
+    table with earlier results (``before``, their meta).
+
+    Raises:
+        ValueError: another suite, target count or seed.
+    """
+    for key in ("suite", "targets", "seed"):
+        if before.get(key) != meta.get(key):
+            raise ValueError(f"the earlier results have {key} {before.get(key)!r}, this run "
+                             f"{meta.get(key)!r}: they cannot share a table")
+
+
+def merge_results(old: dict, summaries: list[dict], meta: dict) -> tuple[list[dict], dict]:
+    """A suite's earlier results (``{"meta", "summaries"}`` as :func:`write_json` wrote them)
+    with the rows of the methods in ``summaries`` replaced or added, and ``meta`` holding
+    the provenance of both: ``runs`` lists each command with the methods whose rows it made
+    (a command whose rows were all replaced is dropped), and the per-method settings and
+    parameter errors are those of the command that made each row.
+
+    Raises:
+        ValueError: the earlier results are of another suite, target count or seed.
+    """
+    before = old["meta"]
+    check_mergeable(before, meta)
+    ran = list(dict.fromkeys(s["method"] for s in summaries))
+    rows, placed = [], set()
+    for row in old["summaries"]:
+        method = row["method"]
+        if method not in ran:
+            rows.append(row)
+        elif method not in placed:  # a re-run method keeps its place in the table
+            rows += [s for s in summaries if s["method"] == method]
+            placed.add(method)
+    rows += [s for s in summaries if s["method"] not in placed]
+    runs = before.get("runs") or [{**{k: before[k] for k in RUN_KEYS if k in before},
+                                   "methods": list(dict.fromkeys(
+                                       s["method"] for s in old["summaries"]))}]
+    runs = [{**r, "methods": [m for m in r["methods"] if m not in ran]} for r in runs]
+    runs = [r for r in runs if r["methods"]]
+    runs.append({**{k: meta[k] for k in RUN_KEYS if k in meta}, "methods": ran})
+    settings = {key: value for key, value in before.get("methods", {}).items()
+                if key.split(" ", 1)[1] not in ran}
+    merged = {**meta, "runs": runs, "methods": {**settings, **meta.get("methods", {})},
+              "files": {path: sha for r in runs for path, sha in r.get("files", {}).items()},
+              "file_configs": {path: config for r in runs
+                               for path, config in (r.get("file_configs") or {}).items()}}
+    errors, new_errors = before.get("param_errors"), meta.get("param_errors")
+    if errors or new_errors:
+        kept = {key: value for key, value in (errors or {}).get("methods", {}).items()
+                if key.rsplit(" (", 1)[0] not in ran}
+        merged["param_errors"] = {
+            "param_names": (new_errors or errors)["param_names"],
+            "methods": {**kept, **(new_errors or {}).get("methods", {})}}
+    return rows, merged
+
+
 def plot_curves(summaries: list[dict], suite: str, path: str | os.PathLike,
                 metric: str = "distance", *, figsize: tuple[float, float] = (6.4, 4.2),
                 dpi: int = 120) -> None:

@@ -194,3 +194,43 @@ def test_plots_name_the_extra_without_matplotlib(summaries, tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"synthmatch\[leaderboard\]"):
         plot_curves(summaries, SUITE, tmp_path / "curves.png")
+
+
+def test_merge_replaces_a_methods_rows_in_place_and_keeps_each_rows_command(summaries):
+    from synthmatch.leaderboard.report import merge_results
+
+    mine = [s for s in summaries if s["suite"] == SUITE]  # random (1), cmaes (1, 16)
+    first = {"suite": SUITE, "targets": 3, "seed": 0, "command": "lb a", "git_commit": "aa",
+             "machine": "m", "device": "cpu", "files": {"x.pt": "1", "g1.pt": "2"},
+             "file_configs": {"x.pt": {"lr": 1}},
+             "methods": {f"{SUITE} random": {"k": 1}, f"{SUITE} cmaes": {"sigma": 0.3}},
+             "param_errors": {"param_names": ["p"], "methods": {"random (1)": [0.3],
+                                                                "cmaes (16)": [0.1]}}}
+    redone = [{**s, "distance_median": 0.01} for s in mine if s["method"] == "random"]
+    second = {"suite": SUITE, "targets": 3, "seed": 0, "command": "lb b", "git_commit": "bb",
+              "machine": "m", "device": "cpu", "files": {"g2.pt": "3"},
+              "methods": {f"{SUITE} random": {"k": 2}},
+              "param_errors": {"param_names": ["p"], "methods": {"random (1)": [0.2]}}}
+    rows, meta = merge_results({"meta": first, "summaries": mine}, redone, second)
+    assert [(r["method"], r["budget"]) for r in rows] == [(r["method"], r["budget"])
+                                                          for r in mine]
+    assert [r["distance_median"] for r in rows if r["method"] == "random"] == [0.01]
+    assert [r for r in rows if r["method"] == "cmaes"] == [r for r in mine
+                                                          if r["method"] == "cmaes"]
+    assert [(r["command"], r["methods"]) for r in meta["runs"]] == [
+        ("lb a", ["cmaes"]), ("lb b", ["random"])]
+    assert meta["methods"] == {f"{SUITE} cmaes": {"sigma": 0.3}, f"{SUITE} random": {"k": 2}}
+    assert meta["param_errors"]["methods"] == {"cmaes (16)": [0.1], "random (1)": [0.2]}
+    assert meta["files"] == {"x.pt": "1", "g1.pt": "2", "g2.pt": "3"}
+    assert meta["file_configs"] == {"x.pt": {"lr": 1}}
+    # A method that is new to the table goes last; a run whose rows are all replaced goes.
+    newcomer = [{**mine[0], "method": "gradient"}]
+    third = {**second, "command": "lb c", "methods": {}, "param_errors": None}
+    rows2, meta2 = merge_results({"meta": meta, "summaries": rows}, newcomer, third)
+    assert [r["method"] for r in rows2][-1] == "gradient" and len(rows2) == len(rows) + 1
+    redo_all = [{**r} for r in rows2 if r["method"] in ("cmaes", "gradient")]
+    _, meta3 = merge_results({"meta": meta2, "summaries": rows2}, redo_all,
+                             {**third, "command": "lb d"})
+    assert [r["command"] for r in meta3["runs"]] == ["lb b", "lb d"]
+    with pytest.raises(ValueError, match="seed 0, this run 1"):
+        merge_results({"meta": first, "summaries": mine}, redone, {**second, "seed": 1})

@@ -65,6 +65,26 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
                        "bench-v1/quick", "--budgets", "4", "--source", "vital")
     assert wrong.returncode == 2
     assert "has no targets of source 'vital' (its sources: subtractive)" in wrong.stderr
+    # --update re-runs one method and keeps the others' rows, each with its own command.
+    grid_before = (out / "bench-v1__quick_grid.png").read_bytes()
+    updated = run_script("leaderboard.py", "--suites", "bench-v1/quick", "--methods", "random",
+                         "--budgets", "1", "4", "--no-progress", "--update", "--out", str(out),
+                         "--doc", str(doc))
+    assert updated.returncode == 0, updated.stderr
+    assert stem.with_suffix(".md").read_text() == table  # the same seed, the same rows
+    merged = json.loads(stem.with_suffix(".json").read_text())["meta"]
+    assert [run["methods"] for run in merged["runs"]] == [["default", "cmaes", "gradient"],
+                                                          ["random"]]
+    assert "--update" in merged["runs"][1]["command"]
+    assert set(merged["param_errors"]["methods"]) == set(errors["methods"])
+    page = doc.read_text()
+    assert "`default`, `cmaes`, `gradient` (on " in page and "`random` (on " in page
+    assert (out / "bench-v1__quick_grid.png").read_bytes() == grid_before
+    other_seed = run_script("leaderboard.py", "--suites", "bench-v1/quick", "--methods",
+                            "random", "--budgets", "1", "--no-progress", "--update", "--seed",
+                            "1", "--out", str(out))
+    assert other_seed.returncode == 2 and "seed 0, this run 1" in other_seed.stderr
+    assert "Traceback" not in other_seed.stderr
 
 
 def test_help_and_clear_errors(tmp_path):
