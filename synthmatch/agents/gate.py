@@ -174,7 +174,7 @@ def repoint_gate(gate: str | Path, finetuned: str | Path, out: str | Path) -> No
     model, meta = load_gate(gate)
     base = named_prior(meta, "prior", gate, "the gate")
     check_pair(FlowPrior.load(base), FlowPrior.load(finetuned))
-    save_gate(model, Path(out), str(base), str(finetuned),
+    save_gate(model, Path(out), str(base.resolve()), str(Path(finetuned).resolve()),
               **{k: meta[k] for k in ("settings", "validation") if k in meta},
               router_from=str(gate), router_from_sha256=sha256_file(gate))
 
