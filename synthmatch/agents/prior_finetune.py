@@ -372,8 +372,9 @@ def best_of_k_loss(prior: FlowPrior, synth: Synth, distance: PerceptualDistance,
     noise = torch.randn(embedding.shape[0], prior.config.num_params, generator=generator,
                         device=prior.device)
     u = prior.to_unit(prior.sample_flow(embedding, noise, enable_grad=True))
+    owner = torch.arange(b, device=audio.device).repeat_interleave(k)
     d = distance.distance(distance.features(synth.render(u)),
-                          distance.features(audio.repeat_interleave(k, dim=0))).view(b, k)
+                          distance.features(audio).index(owner)).view(b, k)
     return d.min(dim=1).values.mean(), d.detach(), u.detach().view(b, k, -1)
 
 

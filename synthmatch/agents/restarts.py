@@ -219,7 +219,8 @@ class RestartEnv(VecEnv):
             audio = self.synth.render(table.sample(n, self.generator, device=self.synth.device))
             self.target = self.distance.features(audio)
             starts = self.sample_starts(audio, self.k, self.generator)
-            d = score_candidates(self.synth, self.distance, audio, starts)
+            d = score_candidates(self.synth, self.distance, audio, starts,
+                                 target_features=self.target)
         order = d.argsort(1)
         starts = starts.gather(1, order[..., None].expand_as(starts))
         self.search = RestartingAdam(starts, d.gather(1, order), self.lr)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from synthmatch.devices import CPU_SCORE_CHUNK, GPU_SCORE_CHUNK, chunk_size
-from synthmatch.rewards import PerceptualDistance
+from synthmatch.rewards import AudioFeatures, PerceptualDistance
 from synthmatch.synths import Synth
 
 
@@ -46,10 +46,12 @@ class MatchResult:
 
 @torch.no_grad()
 def score_candidates(synth: Synth, distance: PerceptualDistance, target_audio: Tensor,
-                     candidates: Tensor, chunk: int | None = None) -> Tensor:
+                     candidates: Tensor, chunk: int | None = None,
+                     target_features: AudioFeatures | None = None) -> Tensor:
     """Render ``candidates`` ``(B, K, P)`` and return their distances ``(B, K)`` to
     ``target_audio`` ``(B, T)``, about ``chunk`` renders at a time (whole targets, so at
-    least ``K``; default: :func:`score_chunk` of the device)."""
+    least ``K``; default: :func:`score_chunk` of the device). A caller that holds the
+    targets' features already passes them as ``target_features`` (``B`` rows)."""
     b, k, p = candidates.shape
     chunk = chunk or score_chunk(candidates.device)
     if target_audio.shape[0] != b:
@@ -60,7 +62,8 @@ def score_candidates(synth: Synth, distance: PerceptualDistance, target_audio: T
     per = max(1, chunk // k)  # whole targets per chunk: their features are computed once
     for t0 in range(0, b, per):
         t1 = min(b, t0 + per)
-        target = distance.features(target_audio[t0:t1].to(flat.device))
+        target = (target_features.rows(t0, t1) if target_features is not None
+                  else distance.features(target_audio[t0:t1].to(flat.device)))
         rows = slice(t0 * k, t1 * k)
         audio = synth.render(flat[rows])
         out[rows] = distance.distance(distance.features(audio), target.index(owner[rows] - t0))

@@ -131,6 +131,13 @@ def test_scoring_and_best_of_agree_with_direct_distances(subtractive):
     direct = distance(subtractive.render(candidates.reshape(12, -1)),
                       target_audio.repeat_interleave(4, 0)).reshape(3, 4)
     torch.testing.assert_close(d, direct, rtol=1e-4, atol=1e-5)
+    # Features the caller holds already are used instead of the audio's, chunk by chunk.
+    other = subtractive.render(table.sample(3, gen))
+    held = score_candidates(subtractive, distance, target_audio, candidates, chunk=5,
+                            target_features=distance.features(other))
+    torch.testing.assert_close(held, distance(subtractive.render(candidates.reshape(12, -1)),
+                                              other.repeat_interleave(4, 0)).reshape(3, 4),
+                               rtol=1e-4, atol=1e-5)
     result = best_of(subtractive, distance, target_audio, candidates)
     torch.testing.assert_close(result.distance, direct.min(1).values, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(result.params[1], targets[1])
