@@ -463,7 +463,7 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     for round_ in range(1, settings.rounds + 1):
         if settings.objective == "best-of-k":
             extra = train_best_of_k(settings, prior, synth, distance, pool_audio, pool_mel,
-                                    optimizer, batch_gen, noise_gen)
+                                    optimizer, batch_gen, noise_gen, progress)
             validate(round_, extra)
             save_round(settings, prior, run_dir, round_)
             bar.update()
@@ -529,13 +529,15 @@ def save_round(settings: FinetuneSettings, prior: FlowPrior, run_dir: Path, roun
 def train_best_of_k(settings: FinetuneSettings, prior: FlowPrior, synth: Synth,
                     distance: PerceptualDistance, pool_audio: Tensor, pool_mel: Tensor,
                     optimizer: torch.optim.Optimizer, batch_gen: torch.Generator,
-                    noise_gen: torch.Generator) -> dict[str, float]:
+                    noise_gen: torch.Generator, progress: bool = True) -> dict[str, float]:
     """One round of ``objective="best-of-k"``: ``steps_per_round`` steps of
-    :func:`best_of_k_loss` on random pool sounds; returns the round's training figures."""
+    :func:`best_of_k_loss` on random pool sounds. Returns the round's training figures:
+    ``pool/sampled_best_of_k`` is here the mean over the round's batches of their sounds'
+    best-of-k distance (the loss), and ``pool/sample_spread`` the samples' spread."""
     prior.train()
     losses, spreads = [], []
     bar = tqdm(range(settings.steps_per_round), desc="best-of-k steps", leave=False,
-               disable=None)
+               disable=None if progress else True)
     for _ in bar:
         i = torch.randint(pool_audio.shape[0], (settings.sounds_per_step,),
                           generator=batch_gen).to(pool_audio.device)

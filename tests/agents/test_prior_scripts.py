@@ -238,6 +238,39 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
 
 
 @pytest.mark.slow
+def test_finetune_prior_by_the_best_of_k_objective(trained, tmp_path):
+    """--objective best-of-k trains through the synth and sampler on a pool alone: the run
+    validates before and after its round, logs the batches' best-of-k distance and spread,
+    and moves the prior's weights."""
+    pytest.importorskip("soundfile")
+    from synthmatch.agents.prior import FlowPrior
+    from synthmatch.leaderboard.suites import write_suite
+    from synthmatch.synths import make_synth
+
+    fm = make_synth("fm")
+    with torch.no_grad():
+        audio = fm.render(fm.params.sample(4, torch.Generator().manual_seed(3)))
+    pool = write_suite("train", (0.5 * audio).numpy(), sample_rate=fm.sample_rate,
+                       probe=fm.probe.to_dict(), description="test", made_by="tests",
+                       root=tmp_path / "pool")
+    prior_path = trained[0] / "prior.pt"
+    logs = tmp_path / "runs"
+    run_script("finetune_prior.py", "--prior", str(prior_path), "--pool", str(pool),
+               "--val-pool", "None", "--data", "None", "--synthetic-fraction", "0",
+               "--objective", "best-of-k", "--rounds", "1", "--k", "3", "--steps-per-round",
+               "2", "--sounds-per-step", "2", "--val-k", "2", "--in-domain-targets", "3",
+               "--log-dir", str(logs), "--run-name", "bok")
+    history = json.loads((logs / "bok" / "history.json").read_text())
+    assert [h["round"] for h in history] == [0, 1]
+    assert history[1]["pool/sampled_best_of_k"] > 0 and history[1]["pool/sample_spread"] > 0
+    assert "pool/archive" not in history[1]
+    tuned, start = FlowPrior.load(logs / "bok" / "prior.pt"), FlowPrior.load(prior_path)
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(),
+                                                    start.state_dict().values(), strict=True))
+    assert tuned.finetuned["objective"] == "best-of-k" and tuned.finetuned["round"] == 1
+
+
+@pytest.mark.slow
 def test_a_pool_grows_without_redrawing_its_sounds(tmp_path):
     """make_sound_pool.py --after continues each instrument's seeds past the pool it names."""
     pytest.importorskip("vita")
