@@ -457,17 +457,9 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     validate(0, {})
     n_syn = round(settings.batch_size * settings.synthetic_fraction) if synthetic else 0
     n_pool = settings.batch_size - n_syn
-    bar = tqdm(total=settings.rounds, desc="fine-tune", unit="round",
-               disable=None if progress else True)
-    distance = PerceptualDistance(synth.sample_rate).to(device)
-    for round_ in range(1, settings.rounds + 1):
-        if settings.objective == "best-of-k":
-            extra = train_best_of_k(settings, prior, synth, distance, pool_audio, pool_mel,
-                                    optimizer, batch_gen, noise_gen, progress)
-            validate(round_, extra)
-            save_round(settings, prior, run_dir, round_)
-            bar.update()
-            continue
+
+    def archive_round(round_: int) -> dict[str, float]:
+        """One round of ``objective="archive"``; returns its training figures."""
         # 1-2. Sample, render, score; keep each sound's closest preset so far.
         prior.eval()
         matcher = OneShotMatcher(prior, synth, k=settings.k, device=device,
@@ -503,13 +495,25 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
             torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
             optimizer.step()
             losses.append(loss.item())
-        validate(round_, {"pool/sampled_best_of_k": float(torch.cat(sampled).median()),
-                          "pool/archive": float(archive_d[:, 0].median()),
-                          "pool/sample_spread": float(torch.cat(spread).mean()),
-                          **({"pool/es_sigma": float(sigma.median())}
-                             if settings.refine_steps else {}),
-                          "loss/train": float(np.mean(losses))})
-        save_round(settings, prior, run_dir, round_)
+        return {"pool/sampled_best_of_k": float(torch.cat(sampled).median()),
+                "pool/archive": float(archive_d[:, 0].median()),
+                "pool/sample_spread": float(torch.cat(spread).mean()),
+                **({"pool/es_sigma": float(sigma.median())} if settings.refine_steps else {}),
+                "loss/train": float(np.mean(losses))}
+
+    distance = PerceptualDistance(synth.sample_rate).to(device)
+    bar = tqdm(total=settings.rounds, desc="fine-tune", unit="round",
+               disable=None if progress else True)
+    for round_ in range(1, settings.rounds + 1):
+        if settings.objective == "best-of-k":
+            extra = train_best_of_k(settings, prior, synth, distance, pool_audio, pool_mel,
+                                    optimizer, batch_gen, noise_gen, progress)
+        else:
+            extra = archive_round(round_)
+        validate(round_, extra)
+        save_checkpoint(prior.checkpoint(finetuned={"from": str(settings.prior),
+                                                    **asdict(settings), "round": round_}),
+                        run_dir / "rounds" / f"prior_{round_}.pt")
         bar.update()
     bar.close()
     prior.eval()
@@ -517,13 +521,6 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     writer.close()
     print(f"Fine-tuned prior: {run_dir / 'prior.pt'}   History: {run_dir / 'history.json'}")
     return run_dir
-
-
-def save_round(settings: FinetuneSettings, prior: FlowPrior, run_dir: Path, round_: int) -> None:
-    """Write ``rounds/prior_<round>.pt``, recording how it was made."""
-    save_checkpoint(prior.checkpoint(finetuned={"from": str(settings.prior), **asdict(settings),
-                                                "round": round_}),
-                    run_dir / "rounds" / f"prior_{round_}.pt")
 
 
 def train_best_of_k(settings: FinetuneSettings, prior: FlowPrior, synth: Synth,

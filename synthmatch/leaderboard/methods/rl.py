@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from synthmatch.fileio import named_prior
 from synthmatch.leaderboard.meter import RenderMeter
 from synthmatch.leaderboard.methods.base import MatchTask, Method, best_so_far
-from synthmatch.leaderboard.methods.prior import HYBRID_K, Prior, PriorRestarts, named_prior
+from synthmatch.leaderboard.methods.prior import HYBRID_K, Prior, PriorRestarts
 from synthmatch.synths import Synth
 
 
