@@ -12,8 +12,11 @@ parameters are needed, so the sounds can come from any instrument. Each round:
    (docs/results.md);
    Optionally (``refine_steps``) a search then improves each archived preset by reward alone:
    a (1+1) evolution strategy from it, whose step size follows the 1/5th success rule and
-   carries over between rounds. Sampling alone stalls on sounds that are far from anything
-   the prior proposes; the search is the policy-improvement operator of expert iteration;
+   carries over between rounds (``refine="es"``), or Adam on the preset through the
+   differentiable synth and distance (``refine="gradient"``, the search of the leaderboard's
+   ``prior+gradient``, which finds far closer presets than the prior's samples). Sampling
+   alone stalls on sounds that are far from anything the prior proposes; the search is the
+   policy-improvement operator of expert iteration;
 3. trains the flow-matching loss on (sound, archived preset) pairs, mixed with the synthetic
    dataset's sounds so the in-domain skill is rehearsed: regressed on their true presets
    (``rehearsal="data"``) or on the starting prior's own velocity field at the same points
@@ -105,6 +108,11 @@ class FinetuneSettings:
     0: the archive improves by sampling alone"""
     refine_sigma: float = 0.05
     """starting ES step in every normalised parameter (then adapted per sound)"""
+    refine: Literal["es", "gradient"] = "es"
+    """the search of --refine-steps: es (a (1+1) evolution strategy) or gradient (Adam on the
+    preset through the synth and the distance; differentiable synths)"""
+    refine_lr: float = 0.01
+    """gradient refinement: Adam's step size (the leaderboard's prior+gradient uses 0.01)"""
     objective: Literal["archive", "best-of-k"] = "archive"
     """archive: regress the flow on each pool sound's closest preset so far (expert
     iteration); best-of-k: descend the distance of the best of --k samples per sound,
@@ -153,6 +161,8 @@ def check_settings(s: FinetuneSettings) -> None:
     if not SIGMA_RANGE[0] <= s.refine_sigma <= SIGMA_RANGE[1]:
         raise ValueError(f"--refine-sigma must be in [{SIGMA_RANGE[0]}, {SIGMA_RANGE[1]}], "
                          f"got {s.refine_sigma}")
+    if not s.refine_lr > 0:
+        raise ValueError(f"--refine-lr must be positive, got {s.refine_lr}")
     if not 0.0 <= s.synthetic_fraction < 1.0:
         raise ValueError(f"--synthetic-fraction must be in [0, 1), got {s.synthetic_fraction}")
     if s.synthetic_fraction > 0 and s.data is None:
@@ -378,6 +388,51 @@ def best_of_k_loss(prior: FlowPrior, synth: Synth, distance: PerceptualDistance,
     return d.min(dim=1).values.mean(), d.detach(), u.detach().view(b, k, -1)
 
 
+def refine_archive_gradient(synth: Synth, distance: PerceptualDistance, audio: Tensor,
+                            archive: Tensor, archive_d: Tensor, steps: int,
+                            lr: float) -> None:
+    """Adam from each sound's archived preset through the differentiable synth and distance,
+    projected onto ``[0, 1]``, in place: ``steps`` renders per sound, each sound keeping the
+    closest preset it rendered (so the archive only gets closer). The search is
+    :class:`~synthmatch.agents.restarts.RestartingAdam` without restarts, as the leaderboard's
+    gradient methods run it.
+
+    Args:
+        synth: Renders ``(B, P)`` presets, with gradients.
+        distance: The perceptual distance that scored the archive.
+        audio: ``(N, T)`` sounds.
+        archive: ``(N, P)`` best preset per sound so far (updated).
+        archive_d: ``(N,)`` its distance (updated; only ever lower).
+        steps: Renders per sound.
+        lr: Adam's step size.
+    """
+    from synthmatch.agents.restarts import RestartingAdam, render_with_grad
+
+    if not synth.differentiable:
+        raise ValueError(f"gradient refinement needs a differentiable synth, not {synth.name}")
+    for i in range(0, audio.shape[0], SAMPLE_CHUNK):
+        rows = slice(i, i + SAMPLE_CHUNK)
+        with torch.no_grad():
+            target = distance.features(audio[rows])
+        x, d = archive[rows].clone(), archive_d[rows].clone()
+        search = RestartingAdam(x[:, None], d[:, None], lr)
+        never = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+
+        def render(u: Tensor, target: Tensor = target) -> Tensor:
+            return distance.distance(distance.features(synth.render(u)), target)
+
+        for step in range(steps):
+            if step:
+                search.advance(never)
+            u = search.u
+            dp, grad = render_with_grad(render, u)
+            search.record(dp, grad)
+            keep = dp < d
+            x = torch.where(keep[:, None], u, x)
+            d = torch.where(keep, dp, d)
+        archive[rows], archive_d[rows] = x, d
+
+
 def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
                    val_audio: Tensor | None = None, progress: bool = True,
                    val_sources: list[str] | None = None) -> Path:
@@ -400,6 +455,9 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     synth = prior_synth(prior, device)
     if tuple(synth.params.names) != prior.param_names:
         raise ValueError("the prior's synth does not take all of its parameters")
+    if settings.refine == "gradient" and settings.refine_steps and not synth.differentiable:
+        raise ValueError(f"--refine gradient backpropagates through the synth, and the "
+                         f"{synth.name} synth is not differentiable")
     if settings.objective == "best-of-k" and not synth.differentiable:
         raise ValueError(f"--objective best-of-k backpropagates through the synth, and the "
                          f"{synth.name} synth is not differentiable")
@@ -472,7 +530,10 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
                 archive[rows], archive_d[rows], result.candidates, result.candidate_distances)
             sampled.append(result.distance)
             spread.append(sample_spread(result.candidates))
-        if settings.refine_steps:  # the closest preset of each sound stays the closest
+        if settings.refine_steps and settings.refine == "gradient":
+            refine_archive_gradient(synth, matcher.distance, pool_audio, archive[:, 0],
+                                    archive_d[:, 0], settings.refine_steps, settings.refine_lr)
+        elif settings.refine_steps:  # the closest preset of each sound stays the closest
             refine_archive(synth, matcher.distance, pool_audio, archive[:, 0], archive_d[:, 0],
                            sigma, settings.refine_steps, es_gen)
         # 3. Train on (sound, archived preset) pairs, with synthetic pairs rehearsed.
@@ -498,7 +559,8 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
         return {"pool/sampled_best_of_k": float(torch.cat(sampled).median()),
                 "pool/archive": float(archive_d[:, 0].median()),
                 "pool/sample_spread": float(torch.cat(spread).mean()),
-                **({"pool/es_sigma": float(sigma.median())} if settings.refine_steps else {}),
+                **({"pool/es_sigma": float(sigma.median())}
+                   if settings.refine_steps and settings.refine == "es" else {}),
                 "loss/train": float(np.mean(losses))}
 
     distance = PerceptualDistance(synth.sample_rate).to(device)

@@ -5,22 +5,33 @@ from __future__ import annotations
 
 import torch
 
-from synthmatch.agents.prior_finetune import SIGMA_RANGE, refine_archive, update_archive
+from synthmatch.agents.prior_finetune import (
+    SIGMA_RANGE,
+    refine_archive,
+    refine_archive_gradient,
+    update_archive,
+)
 from synthmatch.rewards import PerceptualDistance
 from synthmatch.synths import make_synth
 
 
-def test_refine_archive_only_gets_closer_and_records_true_distances():
+def near_misses(n: int):
+    """The subtractive synth, its distance, ``n`` sounds of random presets, and starts a
+    little away from those presets (so closer presets exist) with their distances."""
     synth = make_synth("subtractive")
     distance = PerceptualDistance(synth.sample_rate)
     gen = torch.Generator().manual_seed(0)
-    truth = synth.params.sample(4, gen)
+    truth = synth.params.sample(n, gen)
     with torch.no_grad():
         audio = synth.render(truth)
-    # Start a little away from the truth (continuous columns), so closer presets exist.
     start = (truth + 0.1 * torch.randn(truth.shape, generator=gen)).clamp(0, 1)
     with torch.no_grad():
         start_d = distance(synth.render(start), audio)
+    return synth, distance, audio, start, start_d
+
+
+def test_refine_archive_only_gets_closer_and_records_true_distances():
+    synth, distance, audio, start, start_d = near_misses(4)
     archive, archive_d = start.clone(), start_d.clone()
     sigma = torch.full((4,), 0.05)
     refine_archive(synth, distance, audio, archive, archive_d, sigma, 12,
@@ -35,6 +46,44 @@ def test_refine_archive_only_gets_closer_and_records_true_distances():
     # Unchanged rows keep their preset exactly.
     same = archive_d == start_d
     torch.testing.assert_close(archive[same], start[same])
+
+
+def test_gradient_refinement_follows_adam_and_keeps_the_closest_render():
+    """refine_archive_gradient against torch.optim.Adam (projected onto [0, 1]) as the
+    oracle, and each sound keeps the closest preset rendered. The oracle is compared over
+    two renders (one Adam step): the synth's gradient is so sensitive that rounding
+    differences of 1e-7 between two Adam implementations part the paths after that."""
+    synth, distance, audio, start, start_d = near_misses(3)
+
+    u = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([u], lr=0.01)
+    renders = []
+    for _ in range(2):
+        d = distance(synth.render(u), audio)
+        renders.append((u.detach().clone(), d.detach()))
+        opt.zero_grad()
+        d.sum().backward()
+        opt.step()
+        with torch.no_grad():
+            u.clamp_(0.0, 1.0)
+    (_, d0), (u1, d1) = renders
+    torch.testing.assert_close(d0, start_d)
+    archive, archive_d = start.clone(), start_d.clone()
+    refine_archive_gradient(synth, distance, audio, archive, archive_d, 2, 0.01)
+    closer = d1 < start_d
+    assert bool(closer.any())
+    torch.testing.assert_close(archive_d, torch.where(closer, d1, start_d), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(archive, torch.where(closer[:, None], u1, start), atol=1e-6,
+                               rtol=0)
+
+    # A longer search only gets closer, stays in the box and records true distances.
+    archive, archive_d = start.clone(), start_d.clone()
+    refine_archive_gradient(synth, distance, audio, archive, archive_d, 12, 0.01)
+    assert torch.all(archive_d <= start_d) and bool((archive_d < start_d).all())
+    assert torch.all((archive >= 0) & (archive <= 1))
+    with torch.no_grad():
+        rescored = distance(synth.render(archive), audio)
+    torch.testing.assert_close(archive_d, rescored, rtol=1e-4, atol=1e-5)
 
 
 def test_pick_round_takes_the_best_pool_round_within_the_drift():
@@ -217,6 +266,9 @@ def test_best_of_k_refuses_what_it_cannot_use(tmp_path):
         with pytest.raises(ValueError, match="learns from the pool alone"):
             check_settings(FinetuneSettings(prior=str(prior), objective="best-of-k",
                                             **settings))
+    with pytest.raises(ValueError, match="--refine-lr must be positive"):
+        check_settings(FinetuneSettings(prior=str(prior), refine="gradient", refine_steps=3,
+                                        refine_lr=0.0))
     with pytest.raises(ValueError, match="--sounds-per-step must be >= 1"):
         check_settings(FinetuneSettings(prior=str(prior), data=None, synthetic_fraction=0.0,
                                         objective="best-of-k", sounds_per_step=0))
