@@ -6,7 +6,9 @@ medians cannot.
 
 Each run is ``DIR:METHOD``, DIR an ``--out`` of experiments/leaderboard.py (its JSON files)
 and METHOD a method in it; the first is the base. Runs of one method on other checkpoints
-(seeds) live in other output directories.
+(seeds) live in other output directories. ``DIR:best-found`` is, for each target, the lowest
+distance any method in DIR reached at any budget: what a method would have to match to equal
+everything DIR tried (a bound from above on the synth's best, not the best itself).
 
     python experiments/compare_methods.py --help
     python experiments/compare_methods.py docs/leaderboard:prior runs/lb_s0:prior-rlft \\
@@ -27,11 +29,14 @@ from synthmatch.cli import run
 from synthmatch.leaderboard.metrics import median_change_ci
 from synthmatch.leaderboard.suites import suite_dir
 
+BEST_FOUND = "best-found"  # the METHOD of a DIR:METHOD run that takes every method's best
+
 
 @dataclass
 class Args:
     runs: Annotated[list[str], tyro.conf.Positional] = field(default_factory=list)
-    """DIR:METHOD for each run, the base first"""
+    """DIR:METHOD for each run, the base first (METHOD best-found: each target's lowest
+    distance over every method and budget in DIR)"""
     suites: list[str] = field(default_factory=lambda: ["bench-v1/subtractive-id"])
     """suites to compare on"""
     budgets: list[int] = field(default_factory=lambda: [1, 16, 100])
@@ -56,14 +61,19 @@ def distances(run_: str, suite: str, budget: int) -> dict[str, float]:
     path = Path(directory) / f"{manifest(suite)['name'].replace('/', '__')}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no leaderboard results for {suite} in {directory}")
-    cells = [s for s in json.loads(path.read_text())["summaries"]
-             if s["method"] == method and s["budget"] == budget]
+    summaries = json.loads(path.read_text())["summaries"]
+    cells = [s for s in summaries if method == BEST_FOUND
+             or (s["method"] == method and s["budget"] == budget)]
     if not cells:
         raise ValueError(f"{path} has no {method} at {budget} renders")
-    if "target_distances" not in cells[0]:
+    if any("target_distances" not in cell for cell in cells):
         raise ValueError(f"{path} predates per-target results: run its leaderboard.py command "
                          "again (its cache makes that quick)")
-    return cells[0]["target_distances"]
+    best: dict[str, float] = {}
+    for cell in cells:
+        for name, d in cell["target_distances"].items():
+            best[name] = min(d, best.get(name, float("inf")))
+    return best
 
 
 def main(args: Args) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,6 +53,16 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
     assert compared.returncode == 0, compared.stderr
     assert "| bench-v1/quick | 4 | " in compared.stdout
     assert compared.stdout.rstrip().endswith("| +0.0% [+0.0%, +0.0%] |")  # random vs itself
+    # best-found takes each target's lowest distance over every method and budget, so it
+    # is the base median here and no method's change against it can be negative.
+    lowest = {n: min(s["target_distances"][n] for s in data["summaries"])
+              for n in data["summaries"][0]["target_distances"]}
+    bound = run_script("compare_methods.py", f"{out}:best-found", f"{out}:random",
+                       f"{out}:cmaes", "--suites", "bench-v1/quick", "--budgets", "4")
+    assert bound.returncode == 0, bound.stderr
+    row = bound.stdout.splitlines()[-1]
+    assert row.startswith(f"| bench-v1/quick | 4 | {np.median(list(lowest.values())):.3g} | ")
+    assert all(cell.strip().startswith("+") for cell in row.split("|")[4:-1])
     wrong = run_script("compare_methods.py", f"{out}:random", f"{out}:magic", "--suites",
                        "bench-v1/quick", "--budgets", "4")
     assert wrong.returncode == 2 and "has no magic at 4 renders" in wrong.stderr
