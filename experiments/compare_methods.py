@@ -7,8 +7,9 @@ medians cannot.
 Each run is ``DIR:METHOD``, DIR an ``--out`` of experiments/leaderboard.py (its JSON files)
 and METHOD a method in it; the first is the base. Runs of one method on other checkpoints
 (seeds) live in other output directories. ``DIR:best-found`` is, for each target, the lowest
-distance any method in DIR reached at any budget: what a method would have to match to equal
-everything DIR tried (a bound from above on the synth's best, not the best itself).
+distance any method in DIR reached at any budget (``DIR1,DIR2:best-found``: in any of them):
+what a method would have to match to equal everything tried there (a bound from above on the
+synth's best, not the best itself).
 
     python experiments/compare_methods.py --help
     python experiments/compare_methods.py docs/leaderboard:prior runs/lb_s0:prior-rlft \\
@@ -36,7 +37,7 @@ BEST_FOUND = "best-found"  # the METHOD of a DIR:METHOD run that takes every met
 class Args:
     runs: Annotated[list[str], tyro.conf.Positional] = field(default_factory=list)
     """DIR:METHOD for each run, the base first (METHOD best-found: each target's lowest
-    distance over every method and budget in DIR)"""
+    distance over every method and budget in DIR, or in DIR1,DIR2,...)"""
     suites: list[str] = field(default_factory=lambda: ["bench-v1/subtractive-id"])
     """suites to compare on"""
     budgets: list[int] = field(default_factory=lambda: [1, 16, 100])
@@ -54,25 +55,29 @@ def manifest(suite: str) -> dict:
 
 
 def distances(run_: str, suite: str, budget: int) -> dict[str, float]:
-    """Target name -> distance of ``DIR:METHOD`` on ``suite`` at ``budget``."""
-    directory, _, method = run_.rpartition(":")
-    if not directory or not method:
+    """Target name -> distance of ``DIR:METHOD`` on ``suite`` at ``budget``; for
+    ``DIR[,DIR...]:best-found``, each target's lowest over every cell of every DIR."""
+    directories, _, method = run_.rpartition(":")
+    if not directories or not method:
         raise ValueError(f"a run is DIR:METHOD, got {run_!r}")
-    path = Path(directory) / f"{manifest(suite)['name'].replace('/', '__')}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no leaderboard results for {suite} in {directory}")
-    summaries = json.loads(path.read_text())["summaries"]
-    cells = [s for s in summaries if method == BEST_FOUND
-             or (s["method"] == method and s["budget"] == budget)]
-    if not cells:
-        raise ValueError(f"{path} has no {method} at {budget} renders")
-    if any("target_distances" not in cell for cell in cells):
-        raise ValueError(f"{path} predates per-target results: run its leaderboard.py command "
-                         "again (its cache makes that quick)")
+    if method != BEST_FOUND and "," in directories:
+        raise ValueError(f"only {BEST_FOUND} reads several directories, got {run_!r}")
     best: dict[str, float] = {}
-    for cell in cells:
-        for name, d in cell["target_distances"].items():
-            best[name] = min(d, best.get(name, float("inf")))
+    for directory in directories.split(","):
+        path = Path(directory) / f"{manifest(suite)['name'].replace('/', '__')}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no leaderboard results for {suite} in {directory}")
+        summaries = json.loads(path.read_text())["summaries"]
+        cells = [s for s in summaries if method == BEST_FOUND
+                 or (s["method"] == method and s["budget"] == budget)]
+        if not cells:
+            raise ValueError(f"{path} has no {method} at {budget} renders")
+        if any("target_distances" not in cell for cell in cells):
+            raise ValueError(f"{path} predates per-target results: run its leaderboard.py "
+                             "command again (its cache makes that quick)")
+        for cell in cells:
+            for name, d in cell["target_distances"].items():
+                best[name] = min(d, best.get(name, float("inf")))
     return best
 
 

@@ -63,6 +63,12 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
     row = bound.stdout.splitlines()[-1]
     assert row.startswith(f"| bench-v1/quick | 4 | {np.median(list(lowest.values())):.3g} | ")
     assert all(cell.strip().startswith("+") for cell in row.split("|")[4:-1])
+    twice = run_script("compare_methods.py", f"{out},{out}:best-found", f"{out}:random",
+                       f"{out}:cmaes", "--suites", "bench-v1/quick", "--budgets", "4")
+    assert twice.returncode == 0 and twice.stdout.splitlines()[-1] == row
+    several = run_script("compare_methods.py", f"{out},{out}:random", f"{out}:cmaes",
+                         "--suites", "bench-v1/quick", "--budgets", "4")
+    assert several.returncode == 2 and "only best-found reads several" in several.stderr
     wrong = run_script("compare_methods.py", f"{out}:random", f"{out}:magic", "--suites",
                        "bench-v1/quick", "--budgets", "4")
     assert wrong.returncode == 2 and "has no magic at 4 renders" in wrong.stderr
