@@ -76,19 +76,26 @@ class RestartingAdam:
 
     The starts are each target's samples sorted from closest to farthest (their renders are
     already counted); restart ``r`` of a target goes to its sample ``r mod K``, so the first
-    run starts from the best sample, as ``prior+gradient``'s does. Each step the caller renders
-    :attr:`u` with its gradient, hands both to :meth:`record`, then calls :meth:`advance`.
-    Without restarts this is ``torch.optim.Adam`` projected onto ``[0, 1]``.
+    run starts from the best sample, as ``prior+gradient``'s does. Past the K-th, Adam from
+    the same start would repeat an earlier run exactly, so with ``redraw`` restart ``r >= K``
+    goes instead to sample ``r mod K`` of ``redraw(r // K)``, fresh and unranked (the
+    observation's "next start" stays the first K's). Each step the caller renders :attr:`u`
+    with its gradient, hands both to :meth:`record`, then calls :meth:`advance`. Without
+    restarts this is ``torch.optim.Adam`` projected onto ``[0, 1]``.
 
     Args:
         starts: ``(B, K, P)`` samples, each target's sorted by ``start_distance``.
         start_distance: ``(B, K)`` their distances, ascending.
         lr: Adam's step size.
+        redraw: ``cycle -> (B, K, P)`` fresh samples for every target (called once per cycle
+            ``1, 2, ...`` some target reaches); ``None`` cycles back through ``starts``.
     """
 
-    def __init__(self, starts: Tensor, start_distance: Tensor, lr: float):
+    def __init__(self, starts: Tensor, start_distance: Tensor, lr: float,
+                 redraw: Callable[[int], Tensor] | None = None):
         self.restarts = torch.zeros(starts.shape[0], dtype=torch.long, device=starts.device)
         self.starts, self.start_distance, self.lr = starts, start_distance, lr
+        self.redraw, self.drawn = redraw, {0: starts}
         b, self.k, _ = starts.shape
         device = starts.device
         self.start_index = torch.zeros(b, dtype=torch.long, device=device)
@@ -136,6 +143,13 @@ class RestartingAdam:
         self.restarts += restart.long()
         rows = torch.arange(self.u.shape[0], device=self.u.device)
         fresh = self.starts[rows, self.start_index % self.k]
+        if self.redraw is not None:
+            cycle = self.start_index // self.k
+            for c in cycle[restart].unique().tolist():
+                if c not in self.drawn:
+                    self.drawn[c] = self.redraw(c).to(self.u)
+                take = restart & (cycle == c)
+                fresh[take] = self.drawn[c][rows[take], self.start_index[take] % self.k]
         self.u = torch.where(restart[:, None], fresh, stepped)
         if restart.any():
             self._begin(restart)

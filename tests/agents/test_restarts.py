@@ -76,6 +76,34 @@ def test_a_restart_goes_to_the_next_best_sample_with_fresh_moments():
     torch.testing.assert_close(search.u[1], starts[1, 0])
 
 
+def test_with_redraw_restarts_past_the_kth_go_to_fresh_samples():
+    gen = torch.Generator().manual_seed(2)
+    starts = torch.rand(2, 3, 4, generator=gen)
+    cycles = {c: torch.rand(2, 3, 4, generator=gen) for c in (1, 2)}
+    asked = []
+
+    def redraw(cycle):
+        asked.append(cycle)
+        return cycles[cycle]
+
+    search = RestartingAdam(starts, torch.tensor([[0.1, 0.2, 0.3], [0.5, 0.6, 0.7]]), lr=0.1,
+                            redraw=redraw)
+    grad = torch.ones(2, 4)
+    visited = []
+    for _ in range(7):  # target 1 restarts every step, target 0 never
+        search.record(torch.tensor([0.05, 0.5]), grad)
+        search.advance(torch.tensor([False, True]))
+        visited.append(search.u[1].clone())
+    want = [starts[1, 1], starts[1, 2], cycles[1][1, 0], cycles[1][1, 1], cycles[1][1, 2],
+            cycles[2][1, 0], cycles[2][1, 1]]
+    for got, expected in zip(visited, want, strict=True):
+        torch.testing.assert_close(got, expected)
+    assert asked == [1, 2]  # each cycle drawn once, when a target first reaches it
+    assert search.start_index.tolist() == [0, 7]
+    search.record(torch.tensor([0.05, 0.5]), grad)
+    assert torch.isfinite(search.observation()).all()
+
+
 def test_the_env_rewards_the_drop_of_the_best_log_distance():
     from synthmatch.envs.registration import env_synth
 

@@ -119,15 +119,16 @@ def test_renders_are_counted_exactly_and_results_repeat(name, synth, suite, requ
 
 def test_restarting_adam_on_a_run_length_rule_is_prior_gradient(synth, suite, prior_path):
     """The restart mechanism of prior+gradient-patience and prior+gradient+rl, told to restart
-    every 3 renders as prior+gradient does every 100, renders what prior+gradient renders."""
+    every 3 renders as prior+gradient does every 100, renders what prior+gradient renders,
+    past its 16th restart too, where both go on from fresh samples."""
     from synthmatch.leaderboard.methods.prior import PriorGradient, PriorRestarts
 
     class EveryThree(PriorRestarts):
         def rule(self):
             return lambda search: search.run_steps >= 3
 
-    ours = run(EveryThree(prior_path), synth, suite, 30)
-    theirs = run(PriorGradient(prior_path, steps_per_start=3), synth, suite, 30)
+    ours = run(EveryThree(prior_path), synth, suite, 16 + 3 * 20)
+    theirs = run(PriorGradient(prior_path, steps_per_start=3), synth, suite, 16 + 3 * 20)
     # Not bit-exact: where a gradient is about Adam's eps (1e-8), float noise of the two
     # graphs moves a step by up to a few thousandths. A wrong start or restart moves whole
     # presets by tenths.

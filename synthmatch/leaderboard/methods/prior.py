@@ -48,6 +48,11 @@ CRITIC_PROPOSALS = 256
 # 0.129/0.118/0.114 for 5 and 0.136/0.104/0.096 for 20 (prior+gradient, restarting every 100
 # renders: 0.138/0.103/0.099).
 RESTART_PATIENCE = 10
+# Where restarts go once the best HYBRID_K samples have each been searched from: fresh
+# samples. Restarting from one again repeated its run exactly (Adam is deterministic): on 16
+# validation Vital sounds the patience rule's best stopped changing by 400 renders from the
+# gate's samples and by 800 from the prior's (docs/results.md, tenth session).
+PAST_K = "fresh samples"
 
 
 def _read_once(load: Callable[[Path, str], Any]) -> Callable[..., Any]:
@@ -144,6 +149,13 @@ class PriorMethod(Method):
         """``(B, k, P)`` prior samples for every target, in the synth's columns."""
         return draw_samples(self.prior, task, k, offset)
 
+    def fresh_starts(self, task: MatchTask) -> Callable[[int], Tensor]:
+        """``cycle -> (B, K, P)`` unranked samples (draw ``cycle`` of the task's seed, each
+        drawn once): where a search's restarts go once the best K are used up, instead of
+        repeating a run it has made."""
+        return functools.lru_cache(maxsize=None)(
+            lambda cycle: self.sample(task, HYBRID_K, cycle).cpu())
+
     def best_of(self, task: MatchTask, k: int) -> tuple[Tensor, Tensor]:
         """Render ``k`` samples per target; return them ``(B, k, P)`` ranked by distance."""
         samples = self.sample(task, k, 0)
@@ -201,12 +213,14 @@ class PriorGradient(PriorMethod):
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "k": HYBRID_K, "lr": self.lr,
-                "steps_per_start": self.steps_per_start}
+                "steps_per_start": self.steps_per_start, "past_k": PAST_K}
 
     def run(self, task: MatchTask) -> Tensor:
         ranked, _ = self.best_of(task, HYBRID_K)
-        adam_search(task, lambda r: ranked[:, r % HYBRID_K], lr=self.lr,
-                    steps_per_start=self.steps_per_start)
+        fresh = self.fresh_starts(task)
+        adam_search(task, lambda r: ranked[:, r] if r < HYBRID_K
+                    else fresh(r // HYBRID_K)[:, r % HYBRID_K],
+                    lr=self.lr, steps_per_start=self.steps_per_start)
         return best_so_far(task.meter)
 
 
@@ -258,7 +272,8 @@ class PriorRestarts(PriorMethod):
         self.patience, self.lr = patience, lr
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "k": HYBRID_K, "lr": self.lr, "patience": self.patience}
+        return {**super().settings(), "k": HYBRID_K, "lr": self.lr, "patience": self.patience,
+                "past_k": PAST_K}
 
     def rule(self):
         from synthmatch.agents.restarts import PatienceRule
@@ -270,7 +285,9 @@ class PriorRestarts(PriorMethod):
 
         require_gradients(task.synth)
         ranked, d = self.best_of(task, HYBRID_K)
-        search, rule = RestartingAdam(ranked, d.sort(1).values.cpu(), self.lr), self.rule()
+        search = RestartingAdam(ranked, d.sort(1).values.cpu(), self.lr,
+                                redraw=self.fresh_starts(task))
+        rule = self.rule()
 
         def render(x: Tensor) -> Tensor:
             return task.meter.score(x[:, None], grad=True)[:, 0].cpu()
