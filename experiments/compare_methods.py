@@ -63,8 +63,9 @@ def distances(run_: str, suite: str, budget: int) -> dict[str, float]:
     if method != BEST_FOUND and "," in directories:
         raise ValueError(f"only {BEST_FOUND} reads several directories, got {run_!r}")
     best: dict[str, float] = {}
+    file_name = f"{manifest(suite)['name'].replace('/', '__')}.json"
     for directory in directories.split(","):
-        path = Path(directory) / f"{manifest(suite)['name'].replace('/', '__')}.json"
+        path = Path(directory) / file_name
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no leaderboard results for {suite} in {directory}")
         summaries = json.loads(path.read_text())["summaries"]

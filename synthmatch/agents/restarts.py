@@ -95,7 +95,7 @@ class RestartingAdam:
                  redraw: Callable[[int], Tensor] | None = None):
         self.restarts = torch.zeros(starts.shape[0], dtype=torch.long, device=starts.device)
         self.starts, self.start_distance, self.lr = starts, start_distance, lr
-        self.redraw, self.drawn = redraw, {0: starts}
+        self.redraw, self.drawn = redraw, {}
         b, self.k, _ = starts.shape
         device = starts.device
         self.start_index = torch.zeros(b, dtype=torch.long, device=device)
@@ -145,7 +145,7 @@ class RestartingAdam:
         fresh = self.starts[rows, self.start_index % self.k]
         if self.redraw is not None:
             cycle = self.start_index // self.k
-            for c in cycle[restart].unique().tolist():
+            for c in cycle[restart & (cycle > 0)].unique().tolist():
                 if c not in self.drawn:
                     self.drawn[c] = self.redraw(c).to(self.u)
                 take = restart & (cycle == c)

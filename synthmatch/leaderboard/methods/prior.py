@@ -150,11 +150,10 @@ class PriorMethod(Method):
         return draw_samples(self.prior, task, k, offset)
 
     def fresh_starts(self, task: MatchTask) -> Callable[[int], Tensor]:
-        """``cycle -> (B, K, P)`` unranked samples (draw ``cycle`` of the task's seed, each
-        drawn once): where a search's restarts go once the best K are used up, instead of
-        repeating a run it has made."""
-        return functools.lru_cache(maxsize=None)(
-            lambda cycle: self.sample(task, HYBRID_K, cycle).cpu())
+        """``cycle -> (B, K, P)`` unranked samples (draw ``cycle`` of the task's seed): where a
+        search's restarts go once the best K are used up, instead of repeating a run it has
+        made."""
+        return lambda cycle: self.sample(task, HYBRID_K, cycle).cpu()
 
     def best_of(self, task: MatchTask, k: int) -> tuple[Tensor, Tensor]:
         """Render ``k`` samples per target; return them ``(B, k, P)`` ranked by distance."""
@@ -217,7 +216,7 @@ class PriorGradient(PriorMethod):
 
     def run(self, task: MatchTask) -> Tensor:
         ranked, _ = self.best_of(task, HYBRID_K)
-        fresh = self.fresh_starts(task)
+        fresh = functools.lru_cache(maxsize=None)(self.fresh_starts(task))  # one draw a cycle
         adam_search(task, lambda r: ranked[:, r] if r < HYBRID_K
                     else fresh(r // HYBRID_K)[:, r % HYBRID_K],
                     lr=self.lr, steps_per_start=self.steps_per_start)
