@@ -56,7 +56,8 @@ class Args:
     """suites to run (bench-v1/quick, bench-v1/subtractive-id, ... or a suite directory)"""
     methods: tuple[str, ...] = tuple(METHODS)
     """methods to run; those needing a prior, dataset or checkpoint that is not given (or fits
-    no suite's synth) are skipped with a note"""
+    no suite's synth) are skipped with a note. Empty (a bare --methods): run nothing, only
+    write --doc and --rankings from the results in --out"""
     budgets: tuple[int, ...] = (1, 16, 100, 1000)
     """renders per target (each method runs at every budget it supports)"""
     cap: tuple[str, ...] = ()
@@ -100,6 +101,9 @@ class Args:
     --out, with the hand-written reading from --reading"""
     reading: Path = Path("docs/leaderboard_reading.md")
     """hand-written reading of the results, included in --doc"""
+    rankings: Path | None = None
+    """also write the order `synthmatch match --method auto` follows
+    (synthmatch/app/data/rankings.json) from the results in --out"""
     progress: bool = True
     """show a progress bar"""
     update: bool = False
@@ -235,6 +239,11 @@ class Resources:
 
 
 def main(args: Args) -> int:
+    if not args.methods:  # run nothing: only regenerate from the results already in --out
+        if args.doc is None and args.rankings is None:
+            return fail("--methods is empty: name methods to run, or give --doc or "
+                        "--rankings to regenerate them from the results in --out")
+        return publish(args)
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         return fail(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
@@ -315,11 +324,24 @@ def main(args: Args) -> int:
               "same command to resume", file=sys.stderr)
         return 130
     write_outputs(args, suites, jobs, cells, time.time() - started)
+    return publish(args)
+
+
+def publish(args: Args) -> int:
+    """Regenerate the page (--doc) and the rankings (--rankings) from the results in --out."""
     if args.doc is not None:
         from synthmatch.leaderboard.document import write_document
 
         write_document(args.out, args.doc, args.reading, DEFAULT_SUITES)
         print(f"wrote {args.doc}")
+    if args.rankings is not None:
+        from synthmatch.app.match import write_rankings
+
+        try:
+            write_rankings(args.out, args.rankings)
+        except FileNotFoundError as err:
+            return fail(f"--rankings: {err}")
+        print(f"wrote {args.rankings}")
     return 0
 
 

@@ -4,11 +4,13 @@ The search itself is the leaderboard's (:mod:`synthmatch.leaderboard.methods`): 
 methods, run under the same render meter, so what the command does is what the leaderboard
 measured. ``--method auto`` picks, among the methods this install can run for the synth, the
 one with the best median on the synth's in-domain leaderboard suite at the largest measured
-budget not above the one asked for (:data:`LEADERBOARD_BEST`).
+budget not above the one asked for (:func:`shipped_rankings`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +25,8 @@ from torch import Tensor
 
 from synthmatch.app.targets import Target
 from synthmatch.devices import resolve_device
+from synthmatch.fileio import write_json_atomic
+from synthmatch.leaderboard import report
 from synthmatch.leaderboard.meter import RenderMeter
 from synthmatch.leaderboard.methods import METHODS, MatchTask
 from synthmatch.rewards import PerceptualDistance
@@ -45,63 +49,16 @@ DEFAULT_BUDGET = 1000
 DEFAULT_PRIORS = {"subtractive": "prior-subtractive.pt"}
 DEFAULT_GATES = {"subtractive": "gate-subtractive.pt"}
 DEFAULT_RESTART_POLICIES = {"subtractive": "restarts-subtractive.pt"}
-# Medians of bench-v1's in-domain suites (docs/leaderboard.md), best first, per measured
-# budget: what ``--method auto`` ranks by. tests/app/test_match.py checks them against
-# docs/leaderboard/*.json, so they cannot drift from the published tables.
-LEADERBOARD_SUITES = {"subtractive": "bench-v1/subtractive-id", "fm": "bench-v1/fm-id",
-                      "torchsynth": "bench-v1/torchsynth-id"}
-LEADERBOARD_BEST: dict[str, dict[int, list[str]]] = {
-    "subtractive": {
-        1: ["prior+critic", "prior+central", "prior-rlft+gate", "prior", "prior-rlft", "nearest",
-            "random", "default"],
-        16: ["prior+central", "prior+critic", "prior-rlft+gate", "prior", "prior-rlft", "rl",
-             "nearest", "gradient", "cmaes", "random"],
-        100: ["prior+gradient+rl", "prior+gradient-patience",
-              "prior-rlft+gate+gradient-patience", "prior+gradient", "prior+rl", "prior+es",
-              "prior+cmaes", "prior+critic", "prior+central", "prior-rlft", "prior",
-              "prior-rlft+gate", "gradient", "rl", "nearest", "cmaes", "random"],
-        1000: ["prior+gradient+rl", "prior+gradient-patience",
-               "prior-rlft+gate+gradient-patience", "prior+gradient", "prior+cmaes", "prior+es",
-               "prior+rl", "prior-rlft", "prior+central", "prior+critic", "prior",
-               "prior-rlft+gate", "gradient", "nearest", "cmaes", "random"],
-    },
-    "fm": {
-        1: ["prior+central", "prior", "nearest", "random", "default"],
-        16: ["prior", "prior+central", "nearest", "gradient", "cmaes", "random"],
-        100: ["prior+gradient+rl", "prior+gradient", "prior+gradient-patience", "prior+es",
-              "prior+cmaes", "prior+central", "prior", "nearest", "gradient", "cmaes", "random"],
-        1000: ["prior+gradient+rl", "prior+gradient", "prior+gradient-patience", "prior+cmaes",
-               "prior+es", "prior+central", "prior", "gradient", "cmaes", "nearest", "random"],
-    },
-    "torchsynth": {
-        1: ["nearest", "prior+central", "prior", "random", "default"],
-        16: ["prior+central", "prior", "nearest", "cmaes", "random"],
-        100: ["prior+es", "prior+cmaes", "prior+central", "prior", "nearest", "cmaes",
-              "random"],
-        1000: ["prior+cmaes", "prior+es", "prior", "prior+central", "nearest", "cmaes",
-               "random"],
-    },
-}
-# Sounds of other instruments (as the shipped gate judges them) are ranked on the synth's
-# cross-synth suites instead: by the median over all their targets together, per measured
-# budget. tests/app/test_match.py checks these against docs/leaderboard/*.json too.
+# What ``--method auto`` ranks by: the leaderboard's methods best first, per measured budget,
+# on a synth's in-domain suite, and for sounds of other instruments (as the shipped gate judges
+# them) on its cross-synth suites pooled (the median over all their targets together).
+# ``experiments/leaderboard.py --rankings`` writes them from the published results
+# (docs/leaderboard/*.json) into the package, which does not ship docs/; tests/app/
+# test_match.py checks the shipped file against those results.
+LEADERBOARD_SUITES = {"subtractive": ("bench-v1/subtractive-id",), "fm": ("bench-v1/fm-id",),
+                      "torchsynth": ("bench-v1/torchsynth-id",)}
 LEADERBOARD_CROSS_SUITES = {"subtractive": ("bench-v1/cross-vst3", "bench-v1/cross-vital")}
-LEADERBOARD_CROSS_BEST: dict[str, dict[int, list[str]]] = {
-    "subtractive": {
-        1: ["prior-rlft+gate", "prior-rlft+critic", "prior-rlft", "nearest", "prior",
-            "prior+central", "random", "default"],
-        16: ["prior-rlft+gate", "prior-rlft+critic", "prior-rlft", "prior+central", "prior",
-             "nearest", "gradient", "rl", "random", "cmaes"],
-        100: ["prior-rlft+gate+gradient-patience", "prior-rlft+gate", "prior-rlft+critic",
-              "prior-rlft", "prior+gradient", "prior+gradient-patience", "prior+gradient+rl",
-              "prior+rl", "prior+cmaes", "prior+es", "gradient", "prior", "prior+central",
-              "nearest", "rl", "cmaes", "random"],
-        1000: ["prior-rlft+gate+gradient-patience", "prior+gradient", "prior-rlft+gate",
-               "prior+gradient-patience", "prior+gradient+rl", "prior-rlft", "prior-rlft+critic",
-               "prior+cmaes", "gradient", "prior+rl", "prior+es", "cmaes", "prior",
-               "prior+central", "nearest", "random"],
-    },
-}
+RANKINGS = "rankings.json"
 # Synths with no in-domain suite (real instruments): search without gradients.
 NO_SUITE_ORDER = ["cmaes", "random", "default"]
 
@@ -162,6 +119,48 @@ def default_restart_policy_path(synth: str) -> Path | None:
     return _shipped(DEFAULT_RESTART_POLICIES.get(synth))
 
 
+@dataclass(frozen=True)
+class Rankings:
+    """The leaderboard's order of methods: synth -> budget -> method names, best first."""
+
+    own: dict[str, dict[int, list[str]]]  # on the synth's in-domain suite
+    cross: dict[str, dict[int, list[str]]]  # on its cross-synth suites, for other instruments
+
+    @classmethod
+    def from_results(cls, results: Path) -> Rankings:
+        """Rank from the leaderboard's results (``<suite>.json`` files) in ``results``."""
+        return cls(*({synth: report.rank_methods(results, suites)
+                      for synth, suites in table.items()}
+                     for table in (LEADERBOARD_SUITES, LEADERBOARD_CROSS_SUITES)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"own": self.own, "cross": self.cross}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Rankings:
+        return cls(*({synth: {int(b): list(m) for b, m in by_budget.items()}
+                      for synth, by_budget in data[key].items()} for key in ("own", "cross")))
+
+
+def write_rankings(results: Path, path: Path) -> Rankings:
+    """Write the rankings of the results in ``results`` to ``path`` (the package's
+    ``data/rankings.json``), atomically."""
+    rankings = Rankings.from_results(results)
+    write_json_atomic(path, {"made_from": "experiments/leaderboard.py --rankings",
+                             **rankings.to_json()})
+    return rankings
+
+
+@functools.cache
+def shipped_rankings() -> Rankings:
+    """The rankings that ship with the package (:func:`write_rankings`)."""
+    path = _shipped(RANKINGS)
+    if path is None:
+        raise FileNotFoundError(f"synthmatch/app/data/{RANKINGS} is missing: reinstall "
+                                "synthmatch")
+    return Rankings.from_json(json.loads(path.read_text()))
+
+
 def available_methods(synth: Synth | type[Synth], has_prior: bool, has_gate: bool = False,
                       has_policy: bool = False) -> list[str]:
     """The methods that can run on ``synth``: gradients need a differentiable synth, the
@@ -178,9 +177,10 @@ def choose_method(synth: Synth, budget: int, available: Sequence[str],
     """The best method on the leaderboard for ``synth`` at ``budget`` among ``available``:
     on its in-domain suite, or for a sound of another instrument (``own_sound`` false) on
     its cross-synth suites where it has them."""
-    table = LEADERBOARD_BEST.get(synth.name)
-    if not own_sound and synth.name in LEADERBOARD_CROSS_BEST:
-        table = LEADERBOARD_CROSS_BEST[synth.name]
+    rankings = shipped_rankings()
+    table = rankings.own.get(synth.name)
+    if not own_sound and synth.name in rankings.cross:
+        table = rankings.cross[synth.name]
     if table is None:
         order = NO_SUITE_ORDER
     else:
@@ -332,7 +332,7 @@ class Matcher:
         """``(N,)`` bool: which of ``audio`` ``(N, T)`` the shipped gate judges to be sounds
         of ``synth`` itself, when ``--method auto`` ranks methods for the two kinds apart
         (the synth has cross-synth suites and a gate that fits); else None."""
-        if self.settings.method != "auto" or synth.name not in LEADERBOARD_CROSS_BEST:
+        if self.settings.method != "auto" or synth.name not in shipped_rankings().cross:
             return None
         path = self.gate_path(synth) if self.prior_path(synth) is not None else None
         if path is None:

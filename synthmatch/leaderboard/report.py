@@ -15,6 +15,7 @@ functions present those summaries. matplotlib is only needed by the two plotting
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from pathlib import Path
@@ -103,6 +104,33 @@ def summarize(cells: list[dict], seed: int = 0) -> list[dict]:
         summaries.append(summary)
     summaries.sort(key=lambda s: (s["suite"], method_rank[s["method"]], s["budget"]))
     return summaries
+
+
+def rank_methods(results: str | os.PathLike, suites: tuple[str, ...]) -> dict[int, list[str]]:
+    """Methods best first, per render budget, by the median distance over every target of
+    ``suites`` together (their ``<suite>.json`` under ``results``, as written by
+    :func:`write_json`). A method is ranked at a budget only if it has a result there for
+    every target of every suite; ties go by name.
+
+    Raises:
+        FileNotFoundError: A suite has no results under ``results``.
+    """
+    pooled: dict[tuple[int, str], list[float]] = {}
+    total = 0
+    for suite in suites:
+        path = Path(results) / f"{suite.replace('/', '__')}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no leaderboard results for {suite} in {results}")
+        data = json.loads(path.read_text())
+        total += int(data["meta"]["targets"])
+        for row in data["summaries"]:
+            pooled.setdefault((int(row["budget"]), row["method"]), []).extend(
+                row["target_distances"].values())
+    ranked: dict[int, list[tuple[float, str]]] = {}
+    for (budget, method), distances in pooled.items():
+        if len(distances) == total:
+            ranked.setdefault(budget, []).append((float(np.median(distances)), method))
+    return {b: [m for _, m in sorted(ranked[b])] for b in sorted(ranked)}
 
 
 def markdown_table(summaries: list[dict], suite: str, metric: str = "distance",

@@ -14,6 +14,7 @@ from synthmatch.leaderboard.report import (
     markdown_table,
     plot_curves,
     plot_spectrogram_grid,
+    rank_methods,
     summarize,
     write_csv,
     write_json,
@@ -161,6 +162,23 @@ def test_json_holds_meta_and_summaries(summaries, tmp_path):
     assert data["summaries"] == summaries
     write_json([{"x": float("nan"), "y": [float("inf"), 1.0]}], {}, path)
     assert json.loads(path.read_text())["summaries"] == [{"x": None, "y": [None, 1.0]}]
+
+
+def test_rank_methods_pools_suites_and_skips_methods_missing_targets(tmp_path):
+    one = summarize([_cell(SUITE, "a", 1, [0.1, 0.9]), _cell(SUITE, "b", 1, [0.25, 0.5]),
+                     _cell(SUITE, "c", 1, [0.125, 0.625]), _cell(SUITE, "a", 16, [0.1, 0.2])])
+    other = summarize([_cell(OTHER, "a", 1, [0.8, 0.8, 0.9]), _cell(OTHER, "b", 1,
+                       [0.2, 0.3, 0.6]), _cell(OTHER, "c", 1, [0.1, 0.1, 0.7])])
+    write_json(one, {"suite": SUITE, "targets": 2}, tmp_path / "bench-v1__subtractive-id.json")
+    write_json(other, {"suite": OTHER, "targets": 3}, tmp_path / "bench-v1__fm-ood.json")
+    # Alone, by each suite's median (c's 0.375 ties b's: by name); together, by the
+    # median of all five targets: a 0.8, b 0.3, c 0.125. At 16 renders only a has the first
+    # suite's targets, and none of the second's.
+    assert rank_methods(tmp_path, (SUITE,)) == {1: ["b", "c", "a"], 16: ["a"]}
+    assert rank_methods(tmp_path, (OTHER,)) == {1: ["c", "b", "a"]}
+    assert rank_methods(tmp_path, (SUITE, OTHER)) == {1: ["c", "b", "a"]}
+    with pytest.raises(FileNotFoundError, match="no leaderboard results for bench-v1/x"):
+        rank_methods(tmp_path, (SUITE, "bench-v1/x"))
 
 
 def test_plot_curves_writes_png(summaries, tmp_path):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from tests.data.helpers import run_script
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytest.importorskip("cma")
 pytest.importorskip("librosa")
@@ -112,11 +115,32 @@ def test_help_and_clear_errors(tmp_path):
         (["--suites", "bench-v1/quick", "--methods", "magic"], "unknown method(s) ['magic']"),
         (["--suites", "bench-v1/quick", "--budgets", "0"], "budgets must be positive"),
         (["--suites", "bench-v1/quick", "--cap", "magic=3"], "--cap takes METHOD=BUDGET"),
+        (["--methods"], "--methods is empty: name methods to run, or give --doc"),
+        (["--methods", "--rankings", str(tmp_path / "r.json")],
+         "--rankings: no leaderboard results for bench-v1/"),
     ]:
         result = run_script("leaderboard.py", *args, "--out", str(tmp_path))
         assert result.returncode == 2, result.stderr
         assert result.stderr.strip().startswith("leaderboard.py: error: ")
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_bare_methods_only_regenerates_the_page_and_the_rankings(tmp_path):
+    """The published results give the rankings that ship with the package, and the page,
+    without running a method or touching the results."""
+    from synthmatch.app.match import shipped_rankings
+
+    results = ROOT / "docs" / "leaderboard"
+    before = {p.name: p.read_bytes() for p in results.glob("*.json")}
+    doc, rankings = tmp_path / "leaderboard.md", tmp_path / "rankings.json"
+    result = run_script("leaderboard.py", "--methods", "--out", str(results), "--doc", str(doc),
+                        "--rankings", str(rankings))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(rankings.read_text()) == json.loads(
+        (ROOT / "synthmatch" / "app" / "data" / "rankings.json").read_text())
+    assert shipped_rankings().cross["subtractive"][100][0] in doc.read_text()
+    assert "## bench-v1/cross-vital (24 targets)" in doc.read_text()
+    assert {p.name: p.read_bytes() for p in results.glob("*.json")} == before
 
 
 def test_a_prior_of_another_synth_is_refused(tmp_path):
