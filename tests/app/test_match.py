@@ -160,12 +160,18 @@ def matched(tmp_path_factory):
 
 def test_match_writes_preset_sounds_report_and_index(matched):
     out, stdout, err = matched
-    # auto: the best the command can run at 16 renders. The gate judges the quick suite's
-    # sound the synth's own: the prior's samples in central order; and the cross-synth
-    # suite's sound another instrument's: the gate's prior, best on the cross-synth suites.
-    assert ("1 target(s) at MIDI 60 with prior+central (32 renders each, sounds like the "
+    # auto: the best the command can run at 16 renders, on the in-domain suite for the quick
+    # suite's sound, which the gate judges the synth's own, and on the cross-synth suites for
+    # the cross-synth suite's sound (the gate's prior leads there).
+    from synthmatch.app.match import available_methods
+
+    sub = make_synth("subtractive")
+    can = available_methods(sub, has_prior=True, has_gate=True, has_policy=True)
+    own, other = choose_method(sub, 32, can), choose_method(sub, 32, can, own_sound=False)
+    assert other == "prior-rlft+gate"
+    assert (f"1 target(s) at MIDI 60 with {own} (32 renders each, sounds like the "
             "synth's own as the gate judges)") in err
-    assert ("1 target(s) at MIDI 60 with prior-rlft+gate (32 renders each, sounds of another "
+    assert (f"1 target(s) at MIDI 60 with {other} (32 renders each, sounds of another "
             "instrument as the gate judges)") in err
     folder = out / "t000"
     assert sorted(p.name for p in folder.iterdir()) == ["match.wav", "preset.json",
