@@ -329,19 +329,20 @@ def main(args: Args) -> int:
 
 def publish(args: Args) -> int:
     """Regenerate the page (--doc) and the rankings (--rankings) from the results in --out."""
-    if args.doc is not None:
-        from synthmatch.leaderboard.document import write_document
+    from synthmatch.app.match import write_rankings
+    from synthmatch.leaderboard.document import write_document
 
-        write_document(args.out, args.doc, args.reading, DEFAULT_SUITES)
-        print(f"wrote {args.doc}")
-    if args.rankings is not None:
-        from synthmatch.app.match import write_rankings
-
+    for flag, path, write in (
+            ("--doc", args.doc,
+             lambda: write_document(args.out, args.doc, args.reading, DEFAULT_SUITES)),
+            ("--rankings", args.rankings, lambda: write_rankings(args.out, args.rankings))):
+        if path is None:
+            continue
         try:
-            write_rankings(args.out, args.rankings)
-        except FileNotFoundError as err:
-            return fail(f"--rankings: {err}")
-        print(f"wrote {args.rankings}")
+            write()
+        except OSError as err:  # no results in --out, or a path that cannot be written
+            return fail(f"{flag}: {err}")
+        print(f"wrote {path}")
     return 0
 
 

@@ -108,6 +108,7 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
 
 
 def test_help_and_clear_errors(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
     assert run_script("leaderboard.py", "--help").returncode == 0
     assert run_script("compare_methods.py", "--help").returncode == 0
     for args, message in [
@@ -118,6 +119,7 @@ def test_help_and_clear_errors(tmp_path):
         (["--methods"], "--methods is empty: name methods to run, or give --doc"),
         (["--methods", "--rankings", str(tmp_path / "r.json")],
          "--rankings: no leaderboard results for bench-v1/"),
+        (["--methods", "--doc", str(tmp_path / "a_file" / "page.md")], "--doc: "),
     ]:
         result = run_script("leaderboard.py", *args, "--out", str(tmp_path))
         assert result.returncode == 2, result.stderr
