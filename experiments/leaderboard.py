@@ -91,7 +91,8 @@ class Args:
     max_targets: int | None = None
     """use only the first N targets of each suite (a quick look; not for publishing)"""
     chunk_size: int = CHUNK_SIZE
-    """targets per unit of work (and cache file)"""
+    """targets per unit of work (and cache file). Each chunk draws from its own seed, so
+    another size gives the targets other random draws: keep one size for a table"""
     grid_targets: int = 4
     """targets shown in each suite's spectrogram grid"""
     out: Path = Path("leaderboard")
@@ -264,7 +265,8 @@ def main(args: Args) -> int:
         if earlier.is_file():
             try:
                 report.check_mergeable(json.loads(earlier.read_text())["meta"], {
-                    "suite": suite.name, "targets": len(suite), "seed": args.seed})
+                    "suite": suite.name, "targets": len(suite), "seed": args.seed,
+                    "chunk_size": args.chunk_size})
             except ValueError as err:
                 return fail(f"--update: {earlier}: {err}")
     try:
@@ -357,7 +359,7 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
         "synthmatch": synthmatch.__version__, "torch": torch.__version__,
         "git_commit": git_commit(), "machine": machine(),
         "device": args.device, "seed": args.seed, "budgets": list(args.budgets),
-        "elapsed_s": round(elapsed, 1),
+        "chunk_size": args.chunk_size, "elapsed_s": round(elapsed, 1),
         "methods": {f"{j.suite.name} {j.method.name}": j.method.settings() for j in jobs},
         "files": {str(p): sha256_file(p) for p in files},
         "file_configs": {str(p): config for p in files

@@ -220,17 +220,21 @@ def write_json(summaries: list[dict], meta: dict, path: str | os.PathLike) -> No
 
 # What says how one command ran: kept per command when results are merged.
 RUN_KEYS = ("command", "synthmatch", "torch", "git_commit", "machine", "device", "budgets",
-            "elapsed_s", "files", "file_configs")
+            "chunk_size", "elapsed_s", "files", "file_configs")
 
 
 def check_mergeable(before: dict, meta: dict) -> None:
-    """Refuse to put a run's rows (``meta``: its ``suite``, ``targets`` and ``seed``) in one
-    table with earlier results (``before``, their meta).
+    """Refuse to put a run's rows (``meta``: its ``suite``, ``targets``, ``seed`` and
+    ``chunk_size``) in one table with earlier results (``before``, their meta). Each chunk of
+    targets draws from its own seed, so another chunk size gives the targets other random
+    draws (tables written before the chunk size was recorded are taken as they are).
 
     Raises:
-        ValueError: another suite, target count or seed.
+        ValueError: another suite, target count, seed or chunk size.
     """
-    for key in ("suite", "targets", "seed"):
+    for key in ("suite", "targets", "seed", "chunk_size"):
+        if key == "chunk_size" and key not in before:
+            continue
         if before.get(key) != meta.get(key):
             raise ValueError(f"the earlier results have {key} {before.get(key)!r}, this run "
                              f"{meta.get(key)!r}: they cannot share a table")

@@ -252,3 +252,11 @@ def test_merge_replaces_a_methods_rows_in_place_and_keeps_each_rows_command(summ
     assert [r["command"] for r in meta3["runs"]] == ["lb b", "lb d"]
     with pytest.raises(ValueError, match="seed 0, this run 1"):
         merge_results({"meta": first, "summaries": mine}, redone, {**second, "seed": 1})
+    # Another chunk size is refused once a table records its own (each chunk has its seed);
+    # a table from before chunk sizes were recorded takes any.
+    sized = {**second, "chunk_size": 32}
+    merge_results({"meta": first, "summaries": mine}, redone, sized)
+    with pytest.raises(ValueError, match="chunk_size 32, this run 8"):
+        merge_results({"meta": sized, "summaries": mine}, redone, {**sized, "chunk_size": 8})
+    assert merge_results({"meta": sized, "summaries": mine}, redone,
+                         sized)[1]["runs"][-1]["chunk_size"] == 32

@@ -105,6 +105,10 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
                             "1", "--out", str(out))
     assert other_seed.returncode == 2 and "seed 0, this run 1" in other_seed.stderr
     assert "Traceback" not in other_seed.stderr
+    other_chunks = run_script("leaderboard.py", "--suites", "bench-v1/quick", "--methods",
+                              "random", "--budgets", "1", "--no-progress", "--update",
+                              "--chunk-size", "3", "--out", str(out))
+    assert other_chunks.returncode == 2 and "chunk_size 32, this run 3" in other_chunks.stderr
 
 
 def test_help_and_clear_errors(tmp_path):
