@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -28,6 +27,7 @@ import tyro
 
 from synthmatch.cli import run
 from synthmatch.leaderboard.metrics import median_change_ci
+from synthmatch.leaderboard.report import results_path
 from synthmatch.leaderboard.suites import suite_dir
 
 BEST_FOUND = "best-found"  # the METHOD of a DIR:METHOD run that takes every method's best
@@ -63,9 +63,8 @@ def distances(run_: str, suite: str, budget: int) -> dict[str, float]:
     if method != BEST_FOUND and "," in directories:
         raise ValueError(f"only {BEST_FOUND} reads several directories, got {run_!r}")
     best: dict[str, float] = {}
-    file_name = f"{manifest(suite)['name'].replace('/', '__')}.json"
     for directory in directories.split(","):
-        path = Path(directory) / file_name
+        path = results_path(directory, manifest(suite)["name"])
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no leaderboard results for {suite} in {directory}")
         summaries = json.loads(path.read_text())["summaries"]

@@ -261,7 +261,7 @@ def main(args: Args) -> int:
     if args.max_targets is not None:
         suites = [s.subset(slice(0, args.max_targets)) for s in suites]
     for suite in suites if args.update else ():
-        earlier = args.out / f"{suite.name.replace('/', '__')}.json"
+        earlier = report.results_path(args.out, suite.name)
         if earlier.is_file():
             try:
                 report.check_mergeable(json.loads(earlier.read_text())["meta"], {
@@ -370,7 +370,7 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
         mine = [s for s in summaries if s["suite"] == suite.name]
         if not mine:
             continue
-        slug = suite.name.replace("/", "__")
+        slug = report.file_stem(suite.name)
         suite_meta = {**meta, "suite": suite.name, "targets": len(suite),
                       "param_errors": param_errors(suite, cells)}
         old = args.out / f"{slug}.json"

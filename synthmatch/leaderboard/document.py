@@ -77,7 +77,7 @@ def write_document(results: Path, doc: Path, reading: Path, order: tuple[str, ..
     for name in names:
         data = json.loads(found[name].read_text())
         meta, summaries = data["meta"], data["summaries"]
-        slug = name.replace("/", "__")
+        slug = report.file_stem(name)
         # Methods' own time: each method's cell at its largest budget covers its whole run.
         longest: dict[str, float] = {}
         for s in summaries:

@@ -30,6 +30,7 @@ from synthmatch.fileio import cached_sha256, write_json_atomic
 from synthmatch.leaderboard.meter import RenderMeter
 from synthmatch.leaderboard.methods import MatchTask, Method
 from synthmatch.leaderboard.metrics import envelope_cosine, mss_distance, param_mae
+from synthmatch.leaderboard.report import file_stem
 from synthmatch.leaderboard.suites import Suite
 from synthmatch.rewards import PerceptualDistance
 from synthmatch.synths import Synth
@@ -84,7 +85,7 @@ class Job:
             yield c, self.suite.subset(slice(start, start + self.chunk_size))
 
     def cache_path(self, cache_dir: Path, chunk: int) -> Path:
-        slug = self.suite.name.replace("/", "__")
+        slug = file_stem(self.suite.name)
         return (cache_dir / slug / self.method.name.replace("+", "_") / self.key
                 / f"chunk-{chunk:03d}.json")
 

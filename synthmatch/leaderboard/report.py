@@ -52,6 +52,17 @@ _METHOD_ORDER = ("default", "random", "cmaes", "gradient", "nearest", "prior", "
                  "prior-rlft+gate+gradient-patience")
 
 
+def file_stem(suite: str) -> str:
+    """The name a suite's files go by (``bench-v1/fm-id`` -> ``bench-v1__fm-id``): results
+    ``<stem>.json``/``.csv``/``.md``, plots and the cache's folder."""
+    return suite.replace("/", "__")
+
+
+def results_path(directory: str | os.PathLike, suite: str) -> Path:
+    """The JSON results of ``suite`` under ``directory``, as :func:`write_json` is given it."""
+    return Path(directory) / f"{file_stem(suite)}.json"
+
+
 def summarize(cells: list[dict], seed: int = 0) -> list[dict]:
     """Reduce each cell's per-target results to medians, intervals and rates.
 
@@ -118,7 +129,7 @@ def rank_methods(results: str | os.PathLike, suites: tuple[str, ...]) -> dict[in
     pooled: dict[tuple[int, str], list[float]] = {}
     total = 0
     for suite in suites:
-        path = Path(results) / f"{suite.replace('/', '__')}.json"
+        path = results_path(results, suite)
         if not path.is_file():
             raise FileNotFoundError(f"no leaderboard results for {suite} in {results}")
         data = json.loads(path.read_text())

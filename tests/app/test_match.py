@@ -26,6 +26,7 @@ from synthmatch.app.match import (
     shipped_rankings,
     write_rankings,
 )
+from synthmatch.leaderboard.report import results_path
 from synthmatch.synths import make_synth
 
 soundfile = pytest.importorskip("soundfile")
@@ -56,8 +57,7 @@ def test_auto_rankings_are_the_published_leaderboard():
     assert shipped == Rankings.from_results(ROOT / "docs" / "leaderboard")
     # In domain, the order is that of each cell's published median.
     for synth, (suite,) in LEADERBOARD_SUITES.items():
-        data = json.loads((ROOT / "docs" / "leaderboard" /
-                           f"{suite.replace('/', '__')}.json").read_text())
+        data = json.loads(results_path(ROOT / "docs" / "leaderboard", suite).read_text())
         ranking: dict[int, list[tuple[float, str]]] = {}
         for row in data["summaries"]:
             ranking.setdefault(row["budget"], []).append((row["distance_median"], row["method"]))
