@@ -212,7 +212,7 @@ def cmd_synths(args: argparse.Namespace) -> None:
         if extras:
             prior += ", " + " and ".join(extras)
         print(f"{name}: {doc} ({prior})")
-        table = getattr(sys.modules[cls.__module__], "PARAMS", None)
+        table = cls.fixed_params
         if table is None:
             print("  parameters: chosen when the synth is made (see --plugin and the docs)")
             continue

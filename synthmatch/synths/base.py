@@ -78,6 +78,9 @@ class Synth(abc.ABC):
     name: str = "synth"
     differentiable: bool = False
     batched: bool = True
+    # The parameter table every instance has, where it does not depend on how the synth is
+    # made (a plugin, a parameter subset): what ``synthmatch synths`` lists.
+    fixed_params: ParamTable | None = None
     # On CPU, batches larger than this render in chunks of this many items: every item is
     # independent, and chunks keep temporaries in cache and below the allocator's threshold
     # for fresh (page-faulting) memory. ``None``: one call for any batch (and always on GPU).

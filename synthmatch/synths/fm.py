@@ -81,6 +81,7 @@ class FMSynth(Synth):
     """
 
     name = "fm"
+    fixed_params = FM_PARAMS
     differentiable = True
     batched = True
 

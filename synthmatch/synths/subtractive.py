@@ -118,6 +118,7 @@ class SubtractiveSynth(Synth):
     """
 
     name = "subtractive"
+    fixed_params = PARAMS
     differentiable = True
     batched = True
     # On CPU, items per call: bounds the control-rate tensors (about 100 KB per item).
