@@ -44,11 +44,11 @@ MATCH_METHODS = ("default", "random", "cmaes", "gradient", "prior", "prior+cmaes
                  "prior+gradient", "prior+es", "prior+central", "prior+gradient-patience",
                  *POLICY_METHODS, *GATE_METHODS)
 DEFAULT_BUDGET = 1000
-# The trained prior that ships with the package, for the default synth at its default probe,
-# and the gate and restart policy that ship with it.
-DEFAULT_PRIORS = {"subtractive": "prior-subtractive.pt"}
+# The trained priors that ship with the package (each for its synth at the default probe), and
+# the gate and restart policies that ship with them (experiments/package_match.py).
+DEFAULT_PRIORS = {"subtractive": "prior-subtractive.pt", "fm": "prior-fm.pt"}
 DEFAULT_GATES = {"subtractive": "gate-subtractive.pt"}
-DEFAULT_RESTART_POLICIES = {"subtractive": "restarts-subtractive.pt"}
+DEFAULT_RESTART_POLICIES = {"subtractive": "restarts-subtractive.pt", "fm": "restarts-fm.pt"}
 # What ``--method auto`` ranks by: the leaderboard's methods best first, per measured budget,
 # on a synth's in-domain suite, and for sounds of other instruments (as the shipped gate judges
 # them) on its cross-synth suites pooled (the median over all their targets together).

@@ -106,13 +106,14 @@ def test_auto_ranks_sounds_of_other_instruments_on_the_cross_synth_suites():
     assert choose_method(fm, 100, ["prior", "cmaes"], own_sound=False) == "prior"
 
 
-def test_the_default_synth_ships_a_prior_that_loads_weights_only():
+@pytest.mark.parametrize("synth", ["subtractive", "fm"])
+def test_a_prior_ships_that_loads_weights_only(synth):
     from synthmatch.agents.prior import FlowPrior
 
-    path = default_prior_path("subtractive")
+    path = default_prior_path(synth)
     assert path is not None and path.stat().st_size < 6e6
     prior = FlowPrior.load(path)
-    assert prior.config.data["synth"] == "subtractive"
+    assert prior.config.data["synth"] == synth
     assert all(p.dtype == torch.float32 for p in prior.parameters())
 
 
@@ -135,15 +136,16 @@ def test_the_default_synth_ships_a_gate_between_its_prior_and_a_finetuning(tmp_p
     assert "with prior-rlft+gate+gradient-patience (20 renders each)" in err
 
 
-def test_the_default_synth_ships_the_restart_policy_of_its_prior(tmp_path):
+@pytest.mark.parametrize("synth", ["subtractive", "fm"])
+def test_a_restart_policy_ships_with_its_prior(tmp_path, synth):
     """prior+gradient+rl runs from the package: its policy names the shipped prior."""
     from synthmatch.leaderboard.methods import METHODS
 
-    path = default_restart_policy_path("subtractive")
-    assert path.name == "restarts-subtractive.pt" and path.stat().st_size < 1e5
-    assert METHODS["prior+gradient+rl"](path).prior_path == default_prior_path("subtractive")
-    code, _, err = run("match", SUITES / "quick" / "audio" / "t000.flac", "--method",
-                       "prior+gradient+rl", "--budget", "20", "--out", tmp_path,
+    path = default_restart_policy_path(synth)
+    assert path.name == f"restarts-{synth}.pt" and path.stat().st_size < 1e5
+    assert METHODS["prior+gradient+rl"](path).prior_path == default_prior_path(synth)
+    code, _, err = run("match", SUITES / "quick" / "audio" / "t000.flac", "--synth", synth,
+                       "--method", "prior+gradient+rl", "--budget", "20", "--out", tmp_path,
                        "--no-progress")
     assert code == 0, err
     assert "with prior+gradient+rl (20 renders each" in err
@@ -264,6 +266,9 @@ def test_synths_lists_backends_and_parameters_with_units():
     assert code == 0, err
     assert re.search(r"cutoff_hz: 30 to 20000 Hz \(log\)", stdout)
     assert "subtractive:" in stdout and "(shipped prior, gate and restart policy)" in stdout
+    # every synth whose parameters are fixed lists them, FM's too
+    assert re.search(r"fm: .*\(shipped prior, restart policy\)", stdout)
+    assert re.search(r"  mod_ratio: [\d.]+ to [\d.]+", stdout)
 
 
 def test_matcher_can_be_cancelled():

@@ -77,9 +77,10 @@ def test_page_options_and_session_cookie(client):
     options = client.get("/api/options").json()
     assert {"subtractive", "fm", "torchsynth"} <= set(options["synths"])
     assert "vst3" not in options["synths"] and "plugin" in options["unavailable"]["vst3"]
-    # The shipped prior is the subtractive synth's; torchsynth has no gradients.
+    # Priors ship for the subtractive and FM synths; torchsynth has none, and no gradients.
     assert "prior+gradient" in options["methods"]["subtractive"]
-    assert not any(m.startswith("prior") for m in options["methods"]["fm"])
+    assert "prior+gradient+rl" in options["methods"]["fm"]
+    assert not any(m.startswith("prior") for m in options["methods"]["torchsynth"])
     assert "gradient" not in options["methods"]["torchsynth"]
     assert options["max_upload_bytes"] == 200_000
 
@@ -171,7 +172,7 @@ def test_note_estimated_from_the_sound(client):
     (wav(), {"synth": "vst3"}, 400, "plugin path"),
     (wav(), {"synth": "organ"}, 400, "unknown synth"),
     (wav(), {"method": "magic"}, 422, "unknown method"),
-    (wav(), {"synth": "fm", "method": "prior"}, 422, "needs a prior"),
+    (wav(), {"synth": "torchsynth", "method": "prior"}, 422, "needs a prior"),
     (wav(), {"budget": "0"}, 400, "budget must be"),
     (wav(), {"budget": "many"}, 422, "budget"),
 ], ids=["not-audio", "empty", "too-large", "too-large-header", "silent", "vst3",
