@@ -279,7 +279,7 @@ def main(args: Args) -> int:
     if unused:
         return fail(unused[0])
 
-    jobs, notes = [], []
+    jobs, notes, commit = [], [], git_commit()
     for suite, (synth, env_id) in zip(suites, synths, strict=True):
         for name in args.methods:
             method = resources.methods_for(name, synth, env_id)
@@ -295,7 +295,7 @@ def main(args: Args) -> int:
                                               if b <= caps.get(name, b)])
             if budgets:
                 jobs.append(Job(suite, method, synth, budgets, args.seed, args.chunk_size,
-                                env_id))
+                                env_id, code=commit))
     for note in notes:
         print(note)
     use_ray = args.ray or args.ray_address is not None
@@ -372,7 +372,12 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
             continue
         slug = report.file_stem(suite.name)
         suite_meta = {**meta, "suite": suite.name, "targets": len(suite),
-                      "param_errors": param_errors(suite, cells)}
+                      "param_errors": param_errors(suite, cells),
+                      # the commits whose code computed each method's cells: earlier ones
+                      # where they came from the cache, which is keyed on settings, files
+                      # and draws, not on code
+                      "computed_at": {c["method"]: c["computed_at"] for c in cells
+                                      if c["suite"] == suite.name}}
         old = args.out / f"{slug}.json"
         if args.update and old.is_file():
             mine, suite_meta = report.merge_results(json.loads(old.read_text()), mine,

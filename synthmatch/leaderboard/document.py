@@ -51,9 +51,18 @@ def param_error_table(errors: dict) -> str:
 
 
 def _ran_on(run: dict) -> str:
-    """Where and at which commit a command ran."""
-    return (f"on {run['machine']}, device {run['device']}, commit "
-            f"`{(run.get('git_commit') or '?')[:10]}`")
+    """Where and at which commit a command ran, and which of its methods' cells it read from
+    a cache that older code made."""
+    commit = run.get("git_commit") or "?"
+    made = run.get("methods")  # a merged run's list of the rows it still holds
+    older = {method: [c for c in codes if c != commit]
+             for method, codes in (run.get("computed_at") or {}).items()
+             if not isinstance(made, list) or method in made}
+    cached = "; ".join(f"`{method}` computed at " + ", ".join(
+        "an unrecorded commit" if c == "unknown" else f"`{c[:10]}`" for c in codes)
+        for method, codes in older.items() if codes)
+    return (f"on {run['machine']}, device {run['device']}, commit `{commit[:10]}`"
+            + (f"; from the cache, {cached}" if cached else ""))
 
 
 def write_document(results: Path, doc: Path, reading: Path, order: tuple[str, ...]) -> None:

@@ -57,7 +57,9 @@ class Job:
 
     ``env_id`` names the registered env whose synth ``synth`` is: a Ray worker rebuilds the
     synth from it rather than receive it (a plugin's or Vital's does not travel). It is not
-    part of :attr:`key`: the synth's name and parameters are.
+    part of :attr:`key`: the synth's name and parameters are. Nor is ``code``, the commit of
+    the code that runs the job: each chunk it computes records it, so a result read from the
+    cache still says which code made it.
     """
 
     suite: Suite
@@ -67,6 +69,7 @@ class Job:
     seed: int = 0
     chunk_size: int = CHUNK_SIZE
     env_id: str | None = None
+    code: str | None = None
 
     @cached_property
     def key(self) -> str:
@@ -110,9 +113,10 @@ class Job:
         return result
 
     def store(self, cache_dir: Path, chunk: int, result: dict[str, Any]) -> None:
-        """Write ``result`` of ``chunk`` to the cache with the sha256 of the method's files."""
+        """Write ``result`` of ``chunk`` to the cache with the sha256 of the method's files
+        and the commit of the code that computed it."""
         write_json_atomic(self.cache_path(cache_dir, chunk),
-                          {**result, "files": self.file_hashes()})
+                          {**result, "files": self.file_hashes(), "code": self.code})
 
 
 def run_chunk(job: Job, chunk: int, targets: Suite) -> dict[str, Any]:
@@ -158,18 +162,23 @@ def compute_chunk(job: Job, chunk: int, targets: Suite) -> dict[str, Any]:
 
 def run_job(job: Job, cache_dir: Path, progress=None) -> list[dict[str, Any]]:
     """Every chunk of ``job`` (from the cache where finished); returns one cell per budget:
-    ``{"suite", "method", "budget", "wall_s", "targets": [...]}``."""
+    ``{"suite", "method", "budget", "wall_s", "targets": [...], "computed_at": [...]}``, the
+    last the commits whose code computed its chunks (``"unknown"`` for chunks cached before
+    commits were recorded)."""
     cells = {b: {"suite": job.suite.name, "method": job.method.name, "budget": b,
                  "wall_s": 0.0, "targets": []} for b in job.budgets}
+    codes = set()
     for c, targets in job.chunks():
         result = job.cached(cache_dir, c)
         if result is None:
             result = compute_chunk(job, c, targets)
             job.store(cache_dir, c, result)
+            result = {**result, "code": job.code}
+        codes.add(result.get("code") or "unknown")
         for b in job.budgets:
             part = result["budgets"][str(b)]
             cells[b]["wall_s"] += part["wall_s"]
             cells[b]["targets"] += part["targets"]
         if progress is not None:
             progress.update(len(targets))
-    return list(cells.values())
+    return [{**cell, "computed_at": sorted(codes)} for cell in cells.values()]

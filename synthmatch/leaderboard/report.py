@@ -230,8 +230,8 @@ def write_json(summaries: list[dict], meta: dict, path: str | os.PathLike) -> No
 
 
 # What says how one command ran: kept per command when results are merged.
-RUN_KEYS = ("command", "synthmatch", "torch", "git_commit", "machine", "device", "budgets",
-            "chunk_size", "elapsed_s", "files", "file_configs")
+RUN_KEYS = ("command", "synthmatch", "torch", "git_commit", "computed_at", "machine", "device",
+            "budgets", "chunk_size", "elapsed_s", "files", "file_configs")
 
 
 def check_mergeable(before: dict, meta: dict) -> None:

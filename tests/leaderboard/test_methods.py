@@ -450,6 +450,36 @@ def test_the_cache_recomputes_a_result_whose_checkpoint_changed(synth, suite, tm
     assert run_job(job, cache)[0]["targets"] == first[0]["targets"] and len(runs) == 2
 
 
+def test_each_cached_chunk_says_which_code_computed_it(synth, suite, tmp_path):
+    """The cache is keyed on settings, files and draws, not on code: a cell read from it
+    names the commit that computed it, and the page says so next to the command."""
+    import json
+
+    from synthmatch.leaderboard.document import _ran_on
+    from synthmatch.leaderboard.harness import run_job
+    from synthmatch.leaderboard.methods.search import RandomSearch
+
+    cache = tmp_path / "cache"
+    old = Job(suite, RandomSearch(), synth, [2], seed=1, code="a" * 40)
+    assert run_job(old, cache)[0]["computed_at"] == ["a" * 40]
+    new = Job(suite, RandomSearch(), synth, [2], seed=1, code="b" * 40)
+    assert new.key == old.key and run_job(new, cache)[0]["computed_at"] == ["a" * 40]
+    stored = json.loads(old.cache_path(cache, 0).read_text())
+    del stored["code"]  # a chunk cached before commits were recorded
+    old.cache_path(cache, 0).write_text(json.dumps(stored))
+    assert run_job(new, cache)[0]["computed_at"] == ["unknown"]
+    run = {"machine": "m", "device": "cpu", "git_commit": "b" * 40,
+           "methods": ["random", "cmaes"],
+           "computed_at": {"random": ["a" * 40, "b" * 40], "cmaes": ["b" * 40],
+                           "gradient": ["unknown"]}}  # gradient: a row a later run replaced
+    assert _ran_on(run) == ("on m, device cpu, commit `bbbbbbbbbb`; from the cache, "
+                            "`random` computed at `aaaaaaaaaa`")
+    run["computed_at"]["cmaes"] = ["unknown"]
+    assert _ran_on(run).endswith("`cmaes` computed at an unrecorded commit")
+    del run["computed_at"]
+    assert _ran_on(run) == "on m, device cpu, commit `bbbbbbbbbb`"
+
+
 def tuned_and_gate(synth, prior_path, tmp_path):
     """A 'fine-tuned' prior (other weights than prior_path's) and an untrained gate naming
     both: ``(tuned prior, its path, the gate's path)``."""
