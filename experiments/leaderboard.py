@@ -378,14 +378,14 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
                       # and draws, not on code
                       "computed_at": {c["method"]: c["computed_at"] for c in cells
                                       if c["suite"] == suite.name}}
-        old = args.out / f"{slug}.json"
-        if args.update and old.is_file():
-            mine, suite_meta = report.merge_results(json.loads(old.read_text()), mine,
+        results = report.results_path(args.out, suite.name)
+        if args.update and results.is_file():
+            mine, suite_meta = report.merge_results(json.loads(results.read_text()), mine,
                                                     suite_meta)
         report.write_csv(mine, args.out / f"{slug}.csv")
-        report.write_json(mine, suite_meta, args.out / f"{slug}.json")
+        report.write_json(mine, suite_meta, results)
         report.plot_curves(mine, suite.name, args.out / f"{slug}_curve.png")
-        if not (args.update and old.is_file()):
+        if not (args.update and results.is_file()):
             grid(args, suite, [j for j in jobs if j.suite is suite], cells, slug)
         text = suite_markdown(suite, mine)
         (args.out / f"{slug}.md").write_text(text)

@@ -112,11 +112,12 @@ class Job:
             return None
         return result
 
-    def store(self, cache_dir: Path, chunk: int, result: dict[str, Any]) -> None:
+    def store(self, cache_dir: Path, chunk: int, result: dict[str, Any]) -> dict[str, Any]:
         """Write ``result`` of ``chunk`` to the cache with the sha256 of the method's files
-        and the commit of the code that computed it."""
-        write_json_atomic(self.cache_path(cache_dir, chunk),
-                          {**result, "files": self.file_hashes(), "code": self.code})
+        and the commit of the code that computed it; returns what was written."""
+        stored = {**result, "files": self.file_hashes(), "code": self.code}
+        write_json_atomic(self.cache_path(cache_dir, chunk), stored)
+        return stored
 
 
 def run_chunk(job: Job, chunk: int, targets: Suite) -> dict[str, Any]:
@@ -171,9 +172,7 @@ def run_job(job: Job, cache_dir: Path, progress=None) -> list[dict[str, Any]]:
     for c, targets in job.chunks():
         result = job.cached(cache_dir, c)
         if result is None:
-            result = compute_chunk(job, c, targets)
-            job.store(cache_dir, c, result)
-            result = {**result, "code": job.code}
+            result = job.store(cache_dir, c, compute_chunk(job, c, targets))
         codes.add(result.get("code") or "unknown")
         for b in job.budgets:
             part = result["budgets"][str(b)]
