@@ -42,7 +42,7 @@ GRIDS = {
     "prior-cmaes-sigma0": lambda a: [PriorCMAES(a.prior, sigma0=v)
                                      for v in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)],
     "prior-gradient-lr": lambda a: [PriorGradient(a.prior, lr=v)
-                                    for v in (0.003, 0.01, 0.03)],
+                                    for v in (0.001, 0.003, 0.01, 0.03)],
     "prior-es-sigma": lambda a: [PriorES(a.prior, sigma=v)
                                  for v in (0.002, 0.005, 0.01, 0.02)],
     "prior-rl": lambda a: [load_rl(p) for p in a.rl_checkpoint],

@@ -136,9 +136,13 @@ class TorchSynthVoice(Synth):
     no velocity input. The Voice rescales any item that would clip to peak 1, so the output
     peak is at most ``probe.gain``.
 
-    Not differentiable: torchsynth 1.0.2 refuses ``SynthConfig(no_grad=False)`` ("gradients have
-    not been explicitly tested"), parameters are written through ``.data`` and rendering runs
-    under ``torch.inference_mode()``; the returned audio is a normal tensor without history.
+    Differentiable: a batch that requires grad is rendered with autograd recording through the
+    Voice (:class:`_VoiceRender`); any other runs under ``torch.inference_mode()``. torchsynth
+    1.0.2 refuses ``SynthConfig(no_grad=False)`` ("gradients have not been explicitly tested"),
+    but that flag only guards ``Voice.forward``, which this class never calls; the gradients of
+    ``output()`` are checked against finite differences in ``tests/synths``. One of the 76
+    parameters gets none (``lfo_1_rate_adsr_decay``: that envelope's decay does not reach
+    the sound at the probe's settings).
 
     Batching: a Voice has a fixed batch size, so one Voice per batch size is built on demand
     (10-45 ms) and cached (the last ``MAX_CACHED_VOICES``). Measured on 2 CPU threads, 16 kHz,
@@ -167,7 +171,7 @@ class TorchSynthVoice(Synth):
     """
 
     name = "torchsynth"
-    differentiable = False
+    differentiable = True
     batched = True
 
     def __init__(self, probe: ProbeNote | None = None, device: torch.device | str = "cpu",
@@ -176,6 +180,10 @@ class TorchSynthVoice(Synth):
         self.nebula = nebula
         self._control_rate = control_rate
         self._voices: OrderedDict[int, tuple[Voice, list[ModuleParameter]]] = OrderedDict()
+        # Batches written so far, and the count at the last write into each batch size's Voice:
+        # a backward pass checks that its Voice still holds the batch it recorded.
+        self._writes = 0
+        self._last_write: dict[int, int] = {}
         first = self._build_voice(1, probe)
         super().__init__(voice_param_table(first), probe, device)
         self._set_probe_state(first)
@@ -228,16 +236,27 @@ class TorchSynthVoice(Synth):
             self._voices.popitem(last=False)
         return entry
 
-    def _render(self, params: Tensor) -> Tensor:
+    def _write(self, params: Tensor) -> tuple[Voice, list[ModuleParameter]]:
+        """The Voice for this batch, its parameters set to ``params`` (and the keyboard)."""
         voice, slots = self._voice(params.shape[0])
         keyboard = self._keyboard.expand(-1, params.shape[0])
         columns = torch.cat([params.detach().t(), keyboard]).contiguous()
         for slot, column in zip(slots, columns, strict=True):
             slot.data = column
-        with torch.inference_mode():
-            audio = voice.output()
-        # Outside inference mode: the product is an ordinary tensor that autograd code can use.
-        return audio.as_subclass(Tensor) * self.probe.gain
+        self._writes += 1
+        self._last_write[params.shape[0]] = self._writes
+        return voice, slots
+
+    def _render(self, params: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and params.requires_grad:
+            audio = _VoiceRender.apply(params, self)
+        else:
+            voice, _ = self._write(params)
+            with torch.inference_mode():
+                audio = voice.output()
+            # Outside inference mode: an ordinary tensor that autograd code can use.
+            audio = audio.as_subclass(Tensor)
+        return audio * self.probe.gain
 
     def to(self, device: torch.device | str) -> TorchSynthVoice:
         """Move to ``device``; Voices are rebuilt there on the next render."""
@@ -246,3 +265,38 @@ class TorchSynthVoice(Synth):
         self._noise_row = self._noise_row.to(self.device)
         self._keyboard = self._keyboard.to(self.device)
         return self
+
+
+class _VoiceRender(torch.autograd.Function):
+    """``Voice.output()`` as one autograd op of the ``(B, P)`` parameters.
+
+    torchsynth reads its parameters from ``ModuleParameter`` leaves, so the forward pass writes
+    the batch into them and records the Voice's graph from those leaves; the backward pass
+    takes the gradient of the audio with respect to them. The graph refers to the cached
+    Voice's leaves, which the next render of the same batch size overwrites: a backward pass
+    after another render raises rather than return the other batch's gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, params: Tensor, synth: TorchSynthVoice) -> Tensor:
+        voice, slots = synth._write(params)
+        free = slots[:params.shape[1]]
+        with torch.enable_grad():
+            for slot in free:
+                slot.requires_grad_(True)
+            audio = voice.output()
+        ctx.audio, ctx.free, ctx.synth, ctx.write = audio, free, synth, synth._writes
+        ctx.batch_size = params.shape[0]
+        return audio.detach()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        if ctx.synth._last_write.get(ctx.batch_size) != ctx.write:
+            raise RuntimeError("torchsynth's Voice rendered another batch between this "
+                               "render and its backward pass; call backward first")
+        grads = torch.autograd.grad(ctx.audio, ctx.free, grad, allow_unused=True)
+        columns = [torch.zeros_like(slot) if g is None else g
+                   for slot, g in zip(ctx.free, grads, strict=True)]
+        # The envelopes' curves raise a ramp that starts at 0 to the power ``alpha``, whose
+        # derivative there is infinite or NaN: such components are set to zero.
+        return torch.stack(columns, dim=1).nan_to_num(0.0, 0.0, 0.0), None

@@ -234,8 +234,6 @@ def _errors(tmp: Path) -> list[tuple[str, list, str]]:
         ("budget-0", ["match", CROSS, "--budget", "0"], "budget must be >= 1"),
         ("note-200", ["match", CROSS, "--note", "200"], "--note must be in 0..127"),
         ("threads-0", ["match", CROSS, "--threads", "0"], "--threads must be >= 1"),
-        ("gradient-on-torchsynth", ["match", CROSS, "--synth", "torchsynth", "--method",
-                                    "gradient"], "needs a differentiable synth"),
         ("render-missing", ["render", tmp / "nope.json", "--out", tmp / "x.wav"],
          "no preset at"),
         ("gate-with-prior", ["match", CROSS, "--method", "prior-rlft+gate", "--prior",
@@ -251,6 +249,14 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path):
             run(*args)
         one_line_error(code, err, match)
         assert not (tmp_path / "out").exists(), name
+
+
+def test_gradients_on_a_synth_without_them_are_refused(tmp_path):
+    pytest.importorskip("vita")
+    code, _, err = run("match", CROSS, "--synth", "vital", "--method", "gradient", "--out",
+                       tmp_path / "out")
+    one_line_error(code, err, "--method gradient needs a differentiable synth")
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_effect_plugin_is_refused(tmp_path):

@@ -167,23 +167,15 @@ def test_a_prior_of_another_synth_is_refused(tmp_path):
 
 def test_gradient_methods_are_skipped_on_a_synth_without_gradients(tmp_path):
     """Every method that follows gradients says so, and the script skips it with a note on
-    a synth that has none (TorchSynth's Voice), instead of failing mid-run."""
-    pytest.importorskip("flow_matching")
-    from synthmatch.envs.registration import env_synth
+    a synth that has none (Vital), instead of failing mid-run."""
+    pytest.importorskip("vita")
     from synthmatch.leaderboard.methods import METHODS
-    from tests.agents.test_prior import tiny_prior
 
     assert {n for n, m in METHODS.items() if m.needs_gradients} == \
         {n for n in METHODS if "gradient" in n}
-    voice = env_synth("SynthMatch-TorchSynth-Medium-v0")
-    prior = tiny_prior(voice)
-    prior.config.data = {"synth": voice.name}
-    path = tmp_path / "voice_prior.pt"
-    torch.save(prior.checkpoint(), path)
-    result = run_script("leaderboard.py", "--suites", "bench-v1/torchsynth-id", "--methods",
-                        "prior", "prior+gradient-patience", "prior+gradient", "--prior",
-                        str(path), "--budgets", "1", "--max-targets", "1", "--out",
-                        str(tmp_path / "lb"), "--no-progress")
+    result = run_script("leaderboard.py", "--suites", "bench-v1/cross-vst3", "--cross-env",
+                        "SynthMatch-Vital-v0", "--methods", "default", "gradient", "--budgets",
+                        "1", "--max-targets", "1", "--out", str(tmp_path / "lb"),
+                        "--no-progress")
     assert result.returncode == 0, result.stderr
-    for name in ("prior+gradient-patience", "prior+gradient"):
-        assert f"{name} skipped (torchsynth is not differentiable)" in result.stdout
+    assert "gradient skipped (vital is not differentiable)" in result.stdout

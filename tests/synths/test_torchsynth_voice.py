@@ -185,7 +185,51 @@ def test_registry_and_global_rng_untouched():
     synth.render(u)  # builds a Voice for B=2, which draws its initial parameters
     assert torch.equal(torch.rand(3), expected)
     assert isinstance(synth, TorchSynthVoice)
-    assert not synth.differentiable and synth.batched
+    assert synth.differentiable and synth.batched
+
+
+def test_gradients_match_finite_differences_where_the_sound_is_smooth(synth):
+    """The mixer levels scale the sound smoothly, so central differences are an oracle for
+    them; the envelopes and pitches are not smooth at any step size float32 allows (control-rate
+    envelopes, phase over a second), so for those only finiteness is checked."""
+    from synthmatch.rewards import PerceptualDistance
+
+    distance = PerceptualDistance(sample_rate=synth.sample_rate)
+    g = torch.Generator().manual_seed(3)
+    target = synth.render(synth.params.sample(3, generator=g))
+    u = (0.2 + 0.6 * torch.rand(3, synth.num_params, generator=g)).requires_grad_(True)
+    audio = synth.render(u)
+    grad, = torch.autograd.grad(distance(audio, target).sum(), u)
+    with torch.no_grad():
+        torch.testing.assert_close(audio, synth.render(u))  # the same sound either way
+    assert torch.isfinite(grad).all()
+    with torch.no_grad():
+        for name in ("mixer_vco_1", "mixer_vco_2", "mixer_noise"):
+            step = torch.zeros_like(u)
+            step[:, synth.params.index(name)] = 1e-3
+            fd = (distance(synth.render(u + step), target)
+                  - distance(synth.render(u - step), target)) / 2e-3
+            torch.testing.assert_close(grad[:, synth.params.index(name)], fd,
+                                       rtol=0.02, atol=2e-3)
+
+
+def test_gradients_are_finite_at_the_range_ends(synth):
+    u = torch.rand(8, synth.num_params, generator=torch.Generator().manual_seed(4))
+    u[:4] = (u[:4] > 0.5).float()  # every parameter at 0 or 1
+    u.requires_grad_(True)
+    grad, = torch.autograd.grad(synth.render(u).pow(2).sum(), u)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_backward_after_another_render_of_that_size_is_refused(synth):
+    u = synth.params.sample(2, generator=torch.Generator().manual_seed(5)).requires_grad_(True)
+    first = synth.render(u)
+    synth.render(synth.params.defaults(3))  # another size: its own Voice, no harm
+    first.sum().backward()
+    second = synth.render(u)
+    synth.render(synth.params.defaults(2))  # overwrites the Voice that recorded `second`
+    with pytest.raises(RuntimeError, match="call backward first"):
+        second.sum().backward()
 
 
 @pytest.mark.gpu
