@@ -36,6 +36,11 @@ from synthmatch.leaderboard.methods.rl import PriorGradientRL, load_rl
 from synthmatch.leaderboard.methods.search import CMAES
 from synthmatch.leaderboard.suites import Suite
 
+
+def _lr(args: Args) -> dict[str, float]:
+    return {} if args.lr is None else {"lr": args.lr}
+
+
 GRIDS = {
     "gradient-lr": lambda a: [Gradient(lr=v) for v in (0.003, 0.01, 0.03, 0.1)],
     "cmaes-sigma0": lambda a: [CMAES(sigma0=v) for v in (0.1, 0.2, 0.3, 0.5)],
@@ -47,7 +52,8 @@ GRIDS = {
                                  for v in (0.002, 0.005, 0.01, 0.02)],
     "prior-rl": lambda a: [load_rl(p) for p in a.rl_checkpoint],
     "prior-gradient-restarts": lambda a: [
-        PriorGradient(a.prior), *(PriorRestarts(a.prior, patience=v) for v in (5, 10, 20)),
+        PriorGradient(a.prior, **_lr(a)),
+        *(PriorRestarts(a.prior, patience=v, **_lr(a)) for v in (5, 10, 20)),
         *(PriorGradientRL(p) for p in a.restart_policy)],
     "prior-critic-proposals": lambda a: [
         *(PriorCritic(a.critic, proposals=v) for v in (64, 256, 1024)),
@@ -81,6 +87,9 @@ class Args:
     """critic to tune (critic.pt of train_critic.py), for --grid prior-critic-proposals"""
     seed: int = 0
     """seed of the methods' random draws"""
+    lr: float | None = None
+    """Adam's step size of the patience rule and restarts every 100 renders, for --grid
+    prior-gradient-restarts (default: the leaderboard's; a restart policy has its own)"""
 
 
 def validation_targets(env_id: str, n: int) -> tuple[Suite, object]:
