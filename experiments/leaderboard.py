@@ -379,13 +379,16 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
                       "computed_at": {c["method"]: c["computed_at"] for c in cells
                                       if c["suite"] == suite.name}}
         results = report.results_path(args.out, suite.name)
-        if args.update and results.is_file():
+        # Decided before the results are written: a first run into an empty --out with
+        # --update merges nothing, so it draws the grid like any first run.
+        merging = args.update and results.is_file()
+        if merging:
             mine, suite_meta = report.merge_results(json.loads(results.read_text()), mine,
                                                     suite_meta)
         report.write_csv(mine, args.out / f"{slug}.csv")
         report.write_json(mine, suite_meta, results)
         report.plot_curves(mine, suite.name, args.out / f"{slug}_curve.png")
-        if not (args.update and results.is_file()):
+        if not merging:
             grid(args, suite, [j for j in jobs if j.suite is suite], cells, slug)
         text = suite_markdown(suite, mine)
         (args.out / f"{slug}.md").write_text(text)

@@ -109,6 +109,12 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
                               "random", "--budgets", "1", "--no-progress", "--update",
                               "--chunk-size", "3", "--out", str(out))
     assert other_chunks.returncode == 2 and "chunk_size 32, this run 3" in other_chunks.stderr
+    # --update into an empty directory is a first run: it draws the grid too
+    first = run_script("leaderboard.py", "--suites", "bench-v1/quick", "--methods", "default",
+                       "--budgets", "1", "--no-progress", "--update", "--out",
+                       str(tmp_path / "fresh"))
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "fresh" / "bench-v1__quick_grid.png").stat().st_size > 0
 
 
 def test_help_and_clear_errors(tmp_path):
