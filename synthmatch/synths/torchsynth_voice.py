@@ -140,9 +140,8 @@ class TorchSynthVoice(Synth):
     Voice (:class:`_VoiceRender`); any other runs under ``torch.inference_mode()``. torchsynth
     1.0.2 refuses ``SynthConfig(no_grad=False)`` ("gradients have not been explicitly tested"),
     but that flag only guards ``Voice.forward``, which this class never calls; the gradients of
-    ``output()`` are checked against finite differences in ``tests/synths``. One of the 76
-    parameters gets none (``lfo_1_rate_adsr_decay``: that envelope's decay does not reach
-    the sound at the probe's settings).
+    ``output()`` are checked against finite differences in ``tests/synths``. On random presets
+    one of the 76 parameters, ``lfo_1_rate_adsr_decay``, got a zero gradient.
 
     Batching: a Voice has a fixed batch size, so one Voice per batch size is built on demand
     (10-45 ms) and cached (the last ``MAX_CACHED_VOICES``). Measured on 2 CPU threads, 16 kHz,
