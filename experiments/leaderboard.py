@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 import synthmatch
 from synthmatch.envs.registration import env_synth
 from synthmatch.leaderboard import report
+from synthmatch.leaderboard.document import DIRTY
 from synthmatch.leaderboard.harness import CHUNK_SIZE, Job, method_budgets, run_job
 from synthmatch.leaderboard.methods import METHODS, NEEDS
 from synthmatch.leaderboard.suites import SuiteError, load_suite, sha256_file
@@ -139,11 +140,18 @@ def machine() -> str:
 
 
 def git_commit() -> str | None:
+    """HEAD, with ``DIRTY`` appended when tracked code (the package or the scripts) differs
+    from it: such a run's cells were computed by code no commit holds."""
+    root = Path(__file__).parent
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=root, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                  "synthmatch", "experiments"], capture_output=True, text=True,
+                                 cwd=root.parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+    return head + (DIRTY if changed else "")
 
 
 def parse_caps(caps: tuple[str, ...]) -> dict[str, int]:

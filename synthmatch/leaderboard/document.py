@@ -50,6 +50,16 @@ def param_error_table(errors: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Appended to a commit by experiments/leaderboard.py when the code differed from it.
+DIRTY = "+dirty"
+
+
+def _commit(c: str) -> str:
+    """A commit as the page names it: its first 10 digits, and whether the code differed."""
+    head, dirty, _ = c.partition(DIRTY)
+    return f"`{head[:10]}`" + (" with uncommitted changes" if dirty else "")
+
+
 def _ran_on(run: dict) -> str:
     """Where and at which commit a command ran, and which of its methods' cells it read from
     a cache that older code made."""
@@ -59,9 +69,9 @@ def _ran_on(run: dict) -> str:
              for method, codes in (run.get("computed_at") or {}).items()
              if not isinstance(made, list) or method in made}
     cached = "; ".join(f"`{method}` computed at " + ", ".join(
-        "an unrecorded commit" if c == "unknown" else f"`{c[:10]}`" for c in codes)
+        "an unrecorded commit" if c == "unknown" else _commit(c) for c in codes)
         for method, codes in older.items() if codes)
-    return (f"on {run['machine']}, device {run['device']}, commit `{commit[:10]}`"
+    return (f"on {run['machine']}, device {run['device']}, commit {_commit(commit)}"
             + (f"; from the cache, {cached}" if cached else ""))
 
 

@@ -478,6 +478,34 @@ def test_each_cached_chunk_says_which_code_computed_it(synth, suite, tmp_path):
     assert _ran_on(run).endswith("`cmaes` computed at an unrecorded commit")
     del run["computed_at"]
     assert _ran_on(run) == "on m, device cpu, commit `bbbbbbbbbb`"
+    run["git_commit"] = "b" * 40 + "+dirty"  # code that differed from the commit
+    assert _ran_on(run) == "on m, device cpu, commit `bbbbbbbbbb` with uncommitted changes"
+
+
+def test_a_run_with_uncommitted_code_says_so(tmp_path, monkeypatch):
+    """git_commit() marks HEAD dirty when tracked code differs from it, and only then."""
+    import subprocess
+
+    from tests.data.helpers import load_script
+
+    script = load_script("leaderboard.py")
+    repo = tmp_path / "repo"
+    (repo / "experiments").mkdir(parents=True)
+    (repo / "synthmatch").mkdir()
+    (repo / "synthmatch" / "a.py").write_text("x = 1\n")
+    (repo / "docs.md").write_text("notes\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    monkeypatch.setattr(script, "__file__", str(repo / "experiments" / "leaderboard.py"))
+    assert script.git_commit() == head
+    (repo / "docs.md").write_text("more notes\n")  # not code
+    assert script.git_commit() == head
+    (repo / "synthmatch" / "a.py").write_text("x = 2\n")
+    assert script.git_commit() == head + "+dirty"
 
 
 def tuned_and_gate(synth, prior_path, tmp_path):
