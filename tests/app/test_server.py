@@ -77,11 +77,11 @@ def test_page_options_and_session_cookie(client):
     options = client.get("/api/options").json()
     assert {"subtractive", "fm", "torchsynth"} <= set(options["synths"])
     assert "vst3" not in options["synths"] and "plugin" in options["unavailable"]["vst3"]
-    # Priors ship for the subtractive and FM synths; torchsynth has none, and no gradients.
+    # Priors ship for the subtractive and FM synths; torchsynth has none, but has gradients.
     assert "prior+gradient" in options["methods"]["subtractive"]
     assert "prior+gradient+rl" in options["methods"]["fm"]
     assert not any(m.startswith("prior") for m in options["methods"]["torchsynth"])
-    assert "gradient" not in options["methods"]["torchsynth"]
+    assert "gradient" in options["methods"]["torchsynth"]
     assert options["max_upload_bytes"] == 200_000
 
 
