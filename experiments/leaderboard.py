@@ -333,7 +333,7 @@ def main(args: Args) -> int:
         print(f"leaderboard.py: interrupted; finished chunks are cached in {cache}: run the "
               "same command to resume", file=sys.stderr)
         return 130
-    write_outputs(args, suites, jobs, cells, time.time() - started)
+    write_outputs(args, suites, jobs, cells, time.time() - started, commit)
     return publish(args)
 
 
@@ -356,7 +356,8 @@ def publish(args: Args) -> int:
     return 0
 
 
-def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
+def write_outputs(args: Args, suites, jobs, cells, elapsed: float,
+                  commit: str | None) -> None:
     from synthmatch.leaderboard.document import run_config
 
     summaries = report.summarize(cells, seed=args.seed)
@@ -365,7 +366,7 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float) -> None:
     meta = {
         "command": "python experiments/leaderboard.py " + shlex.join(sys.argv[1:]),
         "synthmatch": synthmatch.__version__, "torch": torch.__version__,
-        "git_commit": git_commit(), "machine": machine(),
+        "git_commit": commit, "machine": machine(),
         "device": args.device, "seed": args.seed, "budgets": list(args.budgets),
         "chunk_size": args.chunk_size, "elapsed_s": round(elapsed, 1),
         "methods": {f"{j.suite.name} {j.method.name}": j.method.settings() for j in jobs},
