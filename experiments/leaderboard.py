@@ -140,13 +140,14 @@ def machine() -> str:
 
 
 def git_commit() -> str | None:
-    """HEAD, with ``DIRTY`` appended when tracked code (the package or the scripts) differs
-    from it: such a run's cells were computed by code no commit holds."""
+    """HEAD, with ``DIRTY`` appended when the code (the package or the scripts) differs from
+    it, by an edit or by a file git does not track yet: such a run's cells were computed by
+    code no commit holds. Ignored files (caches, runs) do not count."""
     root = Path(__file__).parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                               cwd=root, check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--",
                                   "synthmatch", "experiments"], capture_output=True, text=True,
                                  cwd=root.parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

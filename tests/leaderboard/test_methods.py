@@ -483,7 +483,8 @@ def test_each_cached_chunk_says_which_code_computed_it(synth, suite, tmp_path):
 
 
 def test_a_run_with_uncommitted_code_says_so(tmp_path, monkeypatch):
-    """git_commit() marks HEAD dirty when tracked code differs from it, and only then."""
+    """git_commit() marks HEAD dirty when code differs from it (an edit, or a new module git
+    does not track yet), and only then."""
     import subprocess
 
     from tests.data.helpers import load_script
@@ -504,6 +505,17 @@ def test_a_run_with_uncommitted_code_says_so(tmp_path, monkeypatch):
     assert script.git_commit() == head
     (repo / "docs.md").write_text("more notes\n")  # not code
     assert script.git_commit() == head
+    (repo / ".gitignore").write_text("cache/\n")
+    subprocess.run([*git, "add", ".gitignore"], check=True)
+    subprocess.run([*git, "commit", "-qm", "ignore"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    (repo / "synthmatch" / "cache").mkdir()
+    (repo / "synthmatch" / "cache" / "x.pyc").write_text("")  # ignored: not code
+    assert script.git_commit() == head
+    (repo / "synthmatch" / "b.py").write_text("y = 1\n")  # new, untracked
+    assert script.git_commit() == head + "+dirty"
+    (repo / "synthmatch" / "b.py").unlink()
     (repo / "synthmatch" / "a.py").write_text("x = 2\n")
     assert script.git_commit() == head + "+dirty"
 
