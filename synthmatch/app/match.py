@@ -46,7 +46,8 @@ MATCH_METHODS = ("default", "random", "cmaes", "gradient", "prior", "prior+cmaes
 DEFAULT_BUDGET = 1000
 # The trained priors that ship with the package (each for its synth at the default probe), and
 # the gate and restart policies that ship with them (experiments/package_match.py).
-DEFAULT_PRIORS = {"subtractive": "prior-subtractive.pt", "fm": "prior-fm.pt"}
+DEFAULT_PRIORS = {"subtractive": "prior-subtractive.pt", "fm": "prior-fm.pt",
+                  "torchsynth": "prior-torchsynth.pt"}
 DEFAULT_GATES = {"subtractive": "gate-subtractive.pt"}
 DEFAULT_RESTART_POLICIES = {"subtractive": "restarts-subtractive.pt", "fm": "restarts-fm.pt"}
 # What ``--method auto`` ranks by: the leaderboard's methods best first, per measured budget,

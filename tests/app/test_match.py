@@ -106,7 +106,7 @@ def test_auto_ranks_sounds_of_other_instruments_on_the_cross_synth_suites():
     assert choose_method(fm, 100, ["prior", "cmaes"], own_sound=False) == "prior"
 
 
-@pytest.mark.parametrize("synth", ["subtractive", "fm"])
+@pytest.mark.parametrize("synth", ["subtractive", "fm", "torchsynth"])
 def test_a_prior_ships_that_loads_weights_only(synth):
     from synthmatch.agents.prior import FlowPrior
 
@@ -274,6 +274,7 @@ def test_synths_lists_backends_and_parameters_with_units():
     assert "subtractive:" in stdout and "(shipped prior, gate and restart policy)" in stdout
     # every synth whose parameters are fixed lists them, FM's too
     assert re.search(r"fm: .*\(shipped prior, restart policy\)", stdout)
+    assert re.search(r"torchsynth: .*\(shipped prior\)", stdout)
     assert re.search(r"  mod_ratio: [\d.]+ to [\d.]+", stdout)
 
 

@@ -77,11 +77,15 @@ def test_page_options_and_session_cookie(client):
     options = client.get("/api/options").json()
     assert {"subtractive", "fm", "torchsynth"} <= set(options["synths"])
     assert "vst3" not in options["synths"] and "plugin" in options["unavailable"]["vst3"]
-    # Priors ship for the subtractive and FM synths; torchsynth has none, but has gradients.
+    # Priors ship for the subtractive, FM and torchsynth synths; restart policies for the
+    # first two only. Vital has neither a prior nor gradients.
     assert "prior+gradient" in options["methods"]["subtractive"]
     assert "prior+gradient+rl" in options["methods"]["fm"]
-    assert not any(m.startswith("prior") for m in options["methods"]["torchsynth"])
-    assert "gradient" in options["methods"]["torchsynth"]
+    assert {"prior+cmaes", "gradient"} <= set(options["methods"]["torchsynth"])
+    assert "prior+gradient+rl" not in options["methods"]["torchsynth"]
+    if "vital" in options["synths"]:
+        assert not any(m.startswith("prior") or "gradient" in m
+                       for m in options["methods"]["vital"])
     assert options["max_upload_bytes"] == 200_000
 
 
@@ -172,7 +176,9 @@ def test_note_estimated_from_the_sound(client):
     (wav(), {"synth": "vst3"}, 400, "plugin path"),
     (wav(), {"synth": "organ"}, 400, "unknown synth"),
     (wav(), {"method": "magic"}, 422, "unknown method"),
-    (wav(), {"synth": "torchsynth", "method": "prior"}, 422, "needs a prior"),
+    pytest.param(wav(), {"synth": "vital", "method": "prior"}, 422, "needs a prior",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("vita") is None,
+                                          reason="needs the vital extra")),
     (wav(), {"budget": "0"}, 400, "budget must be"),
     (wav(), {"budget": "many"}, 422, "budget"),
 ], ids=["not-audio", "empty", "too-large", "too-large-header", "silent", "vst3",
