@@ -76,6 +76,9 @@ class Args:
     restart_policy: tuple[Path, ...] = ()
     """restart policies of gradient descent (policy.pt of train_restarts.py; each names its
     prior), matched by synth: the prior+gradient+rl method"""
+    latent_policy: tuple[Path, ...] = ()
+    """proposal policies of the search in a prior's noise space (policy.pt of
+    train_latent.py; each names its prior), matched by synth: the prior+latent-rl method"""
     finetuned_prior: tuple[Path, ...] = ()
     """priors fine-tuned by reward (prior.pt of finetune_prior.py), matched by synth: the
     prior-rlft method"""
@@ -181,17 +184,19 @@ class Resources:
             PriorCMAES,
             PriorES,
             PriorGradient,
+            PriorLatentES,
             PriorRestarts,
             critic_method,
         )
-        from synthmatch.leaderboard.methods.rl import PriorGradientRL, load_rl
+        from synthmatch.leaderboard.methods.rl import PriorGradientRL, PriorLatentRL, load_rl
 
         wanted = set(args.methods)
         self.loaded: dict[str, list] = {"prior": [], "dataset": [], "rl_checkpoint": [],
                                         "critic": [], "finetuned_prior": [],
-                                        "restart_policy": [], "gate": []}
+                                        "restart_policy": [], "latent_policy": [],
+                                        "gate": []}
         prior_classes = [c for c in (Prior, PriorCMAES, PriorGradient, PriorES, PriorCentral,
-                                     PriorRestarts)
+                                     PriorRestarts, PriorLatentES)
                          if c.name in wanted]
         for path in args.prior:
             self.loaded["prior"].append([c(path, args.device) for c in prior_classes])
@@ -203,6 +208,9 @@ class Resources:
         if "prior+gradient+rl" in wanted:  # each policy names its prior
             self.loaded["restart_policy"] = [[PriorGradientRL(p, args.device)]
                                              for p in args.restart_policy]
+        if "prior+latent-rl" in wanted:  # each policy names its prior
+            self.loaded["latent_policy"] = [[PriorLatentRL(p, args.device)]
+                                            for p in args.latent_policy]
         gate_classes = [c for c in (GatedPrior, GatedPriorRestarts) if c.name in wanted]
         for path in args.gate:  # each gate names both priors
             self.loaded["gate"].append([c(path, args.device) for c in gate_classes])
@@ -242,7 +250,8 @@ class Resources:
                     what = {"prior": "prior", "dataset": "dataset",
                             "rl_checkpoint": "RL checkpoint", "critic": "critic",
                             "finetuned_prior": "fine-tuned prior",
-                            "restart_policy": "restart policy", "gate": "gate"}[kind]
+                            "restart_policy": "restart policy",
+                            "latent_policy": "latent-search policy", "gate": "gate"}[kind]
                     out.append(f"{what} {path} fits none of the suites' synths "
                                f"({', '.join(sorted({e for _, e in synths}))})")
         return out
@@ -363,7 +372,7 @@ def write_outputs(args: Args, suites, jobs, cells, elapsed: float,
 
     summaries = report.summarize(cells, seed=args.seed)
     files = (*args.prior, *args.rl_checkpoint, *args.critic, *args.finetuned_prior,
-             *args.restart_policy, *args.gate)
+             *args.restart_policy, *args.latent_policy, *args.gate)
     meta = {
         "command": "python experiments/leaderboard.py " + shlex.join(sys.argv[1:]),
         "synthmatch": synthmatch.__version__, "torch": torch.__version__,

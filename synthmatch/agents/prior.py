@@ -296,11 +296,25 @@ class FlowPrior(nn.Module):
         was_training = self.training
         self.eval()
         embedding = self.embed(mel_db).repeat_interleave(k, dim=0)
-        noise = torch.randn(embedding.shape[0], self.config.num_params, generator=generator,
-                            device=self.device)
-        x = self.sample_flow(embedding, temperature * noise, steps, method)
+        noise = self.draw_noise(embedding.shape[0], generator)
+        u = self.decode(embedding, temperature * noise, steps=steps, method=method)
         self.train(was_training)
-        return self.to_unit(x).reshape(-1, k, self.config.num_params)
+        return u.reshape(-1, k, self.config.num_params)
+
+    def draw_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``(n, P)`` starting noise of the flow, as :meth:`sample` draws it."""
+        return torch.randn(n, self.config.num_params, generator=generator, device=self.device)
+
+    @torch.no_grad()
+    def decode(self, embedding: Tensor, noise: Tensor, *, steps: int = 16,
+               method: str = "midpoint") -> Tensor:
+        """Valid presets ``(B, P)`` in ``[0, 1]`` the flow carries ``noise`` ``(B, P)`` to,
+        given embeddings ``(B, E)``: a deterministic map, so a search may move the noise."""
+        was_training = self.training
+        self.eval()
+        x = self.sample_flow(embedding, noise, steps, method)
+        self.train(was_training)
+        return self.to_unit(x)
 
     @torch.no_grad()
     def sample_audio(self, audio: Tensor, k: int = 1, **kwargs) -> Tensor:

@@ -20,7 +20,6 @@ mean the same on any differentiable synth.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,19 +28,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.vec_env import VecEnv
 from torch import Tensor
 
 from synthmatch.agents.matching import check_compatible, prior_synth
 from synthmatch.agents.prior import FlowPrior
 from synthmatch.agents.prior_training import save_checkpoint
 from synthmatch.agents.search import score_candidates
-from synthmatch.cli import require_counts
-from synthmatch.devices import resolve_device
-from synthmatch.fileio import load_weights, write_json_atomic
-from synthmatch.rewards import PerceptualDistance
+from synthmatch.agents.search_env import (
+    EpisodeLog,
+    SearchVecEnv,
+    check_search_settings,
+    open_run,
+    save_config,
+)
+from synthmatch.fileio import load_weights
 from synthmatch.synths import Synth
 
 # Adam's constants (torch's defaults).
@@ -190,7 +191,7 @@ class PatienceRule:
         return search.stalled >= self.patience
 
 
-class RestartEnv(VecEnv):
+class RestartEnv(SearchVecEnv):
     """Training env of a restart policy: ``num_envs`` targets searched at once.
 
     An episode draws a random preset of ``synth`` per env as the target (seeds from
@@ -214,24 +215,18 @@ class RestartEnv(VecEnv):
         if not synth.differentiable:
             raise ValueError(f"the {synth.name} synth is not differentiable: restarts steer "
                              "gradient descent")
-        self.render_mode = None
-        super().__init__(num_envs, observation_space(), gym.spaces.Discrete(2))
-        self.synth, self.sample_starts = synth, sample_starts
+        super().__init__(num_envs, observation_space(), gym.spaces.Discrete(2), synth, seed)
+        self.sample_starts = sample_starts
         self.k, self.lr, self.episode_steps = k, lr, episode_steps
-        self.distance = PerceptualDistance(synth.sample_rate).to(synth.device)
-        self.generator = torch.Generator(synth.device).manual_seed(seed)
         self.search: RestartingAdam | None = None
-        self._actions: np.ndarray | None = None
 
     def _score(self, x: Tensor) -> Tensor:
         return self.distance.distance(self.distance.features(self.synth.render(x)),
                                       self.target)
 
     def reset(self) -> np.ndarray:
-        n, table = self.num_envs, self.synth.params
+        audio = self.draw_targets()
         with torch.no_grad():
-            audio = self.synth.render(table.sample(n, self.generator, device=self.synth.device))
-            self.target = self.distance.features(audio)
             starts = self.sample_starts(audio, self.k, self.generator)
             d = score_candidates(self.synth, self.distance, audio, starts,
                                  target_features=self.target)
@@ -245,46 +240,18 @@ class RestartEnv(VecEnv):
     def _render(self) -> None:
         self.search.record(*render_with_grad(self._score, self.search.u))
 
-    def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions)
-
     def step_wait(self):
-        if self.search is None or self._actions is None:
-            raise RuntimeError("call reset() and step_async() before step_wait()")
+        actions = self.take_actions()
         before = _log(self.search.best)
-        self.search.advance(torch.as_tensor(self._actions.reshape(-1) == 1))
-        self._actions = None
+        self.search.advance(torch.as_tensor(actions.reshape(-1) == 1))
         self._render()
         self.steps += 1
         reward = (before - _log(self.search.best)).cpu().numpy().astype(np.float32)
-        obs = self.search.observation().cpu().numpy()
-        infos: list[dict[str, Any]] = [{"best_distance": float(d)}
-                                       for d in self.search.best.cpu()]
-        done = np.full(self.num_envs, self.steps >= self.episode_steps)
-        if done[0]:
-            restarts = self.search.restarts.cpu().tolist()
-            for i, info in enumerate(infos):
-                info["restarts"] = restarts[i]
-                info["terminal_observation"] = obs[i]
-                info["TimeLimit.truncated"] = True
-            obs = self.reset()
-        return obs, reward, done, infos
+        return self.finish_step(self.search.observation().cpu().numpy(), reward,
+                                self.search.best.cpu(), self.steps >= self.episode_steps)
 
-    def close(self) -> None:
-        pass
-
-    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
-        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
-        setattr(self, attr_name, value)
-
-    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs):
-        return [getattr(self, method_name)(*method_args, **method_kwargs)
-                for _ in self._get_indices(indices)]
-
-    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
-        return [False for _ in self._get_indices(indices)]
+    def episode_info(self) -> dict[str, list[Any]]:
+        return {"restarts": self.search.restarts.cpu().tolist()}
 
 
 @dataclass
@@ -328,14 +295,7 @@ def check_settings(s: RestartSettings) -> None:
     """Refuse settings that cannot make a sensible run, before anything is written."""
     if not s.lr > 0:
         raise ValueError(f"--lr must be positive, got {s.lr}")
-    require_counts(s, "total_timesteps", "num_envs", "k", "episode_steps", "n_steps")
-    if not 0 < s.gamma <= 1:
-        raise ValueError(f"--gamma must be in (0, 1], got {s.gamma}")
-    if not s.learning_rate > 0:
-        raise ValueError(f"--learning-rate must be positive, got {s.learning_rate}")
-    if not Path(s.prior).is_file():
-        raise FileNotFoundError(f"--prior: no prior checkpoint at {s.prior}")
-    resolve_device(s.device)
+    check_search_settings(s)
 
 
 def prior_starts(prior: FlowPrior, synth: Synth) -> Callable[..., Tensor]:
@@ -389,26 +349,6 @@ class LearnedRule:
         return self.policy.get_distribution(obs).mode().bool().to(search.u.device)
 
 
-class _EpisodeLog(BaseCallback):
-    """TensorBoard: each episode's median best distance; history.json: one row per episode."""
-
-    def __init__(self, run_dir: Path):
-        super().__init__()
-        self.run_dir, self.history = run_dir, []
-
-    def _on_step(self) -> bool:
-        if self.locals["dones"][0]:
-            best = np.median([info["best_distance"] for info in self.locals["infos"]])
-            restarts = float(np.mean([info["restarts"] for info in self.locals["infos"]]))
-            self.logger.record("episode/median_best_distance", best)
-            self.logger.record("episode/restarts_per_target", restarts)
-            self.history.append({"timesteps": int(self.num_timesteps),
-                                 "median_best_distance": float(best),
-                                 "restarts_per_target": restarts})
-            write_json_atomic(self.run_dir / "history.json", self.history)
-        return True
-
-
 def train_restart_policy(settings: RestartSettings) -> Path:
     """Train a restart policy with SB3's PPO; returns the run directory, which holds
     ``config.json``, TensorBoard events, ``history.json`` (per episode: the median best
@@ -417,19 +357,12 @@ def train_restart_policy(settings: RestartSettings) -> Path:
     from stable_baselines3.common.vec_env import VecMonitor
 
     check_settings(settings)
-    name = settings.run_name or f"{Path(settings.prior).parent.name}_s{settings.seed}_" \
-                                f"{int(time.time())}"
-    run_dir = Path(settings.log_dir) / name
-    if (run_dir / "policy.pt").exists():
-        raise ValueError(f"{run_dir} already holds a policy; pick another --run-name")
-    device = resolve_device(settings.device)
-    torch.manual_seed(settings.seed)
+    run_dir, device = open_run(settings)
     prior = FlowPrior.load(settings.prior, device)
     synth = prior_synth(prior, device)
     env = RestartEnv(synth, prior_starts(prior, synth), settings.num_envs, settings.k,
                      settings.lr, settings.episode_steps, settings.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "config.json", asdict(settings))
+    save_config(run_dir, settings)
     model = PPO("MlpPolicy", VecMonitor(env), n_steps=settings.n_steps,
                 batch_size=settings.n_steps * settings.num_envs // 4, gamma=settings.gamma,
                 ent_coef=settings.ent_coef, learning_rate=settings.learning_rate,
@@ -438,7 +371,8 @@ def train_restart_policy(settings: RestartSettings) -> Path:
     with torch.no_grad():  # the action head starts at zero weights (SB3's gain 0.01)
         model.policy.action_net.bias.copy_(torch.tensor(
             [0.0, math.log(INITIAL_RESTART_PROBABILITY / (1 - INITIAL_RESTART_PROBABILITY))]))
-    model.learn(settings.total_timesteps, callback=_EpisodeLog(run_dir), tb_log_name="ppo",
-                progress_bar=True)
+    model.learn(settings.total_timesteps,
+                callback=EpisodeLog(run_dir, {"restarts": "restarts_per_target"}),
+                tb_log_name="ppo", progress_bar=True)
     save_policy(model.policy, run_dir / "policy.pt", settings, int(model.num_timesteps))
     return run_dir

@@ -95,7 +95,7 @@ def make(name: str, prior_path=None, dataset_path=None, critic_path=None):
 
 SEARCH = ["default", "random", "cmaes", "gradient", "nearest", "prior", "prior+cmaes",
           "prior+gradient", "prior+es", "prior+central", "prior+critic",
-          "prior+gradient-patience"]
+          "prior+gradient-patience", "prior+latent-es"]
 
 
 @pytest.mark.parametrize("name", SEARCH)
@@ -593,3 +593,30 @@ def test_gradient_from_the_gates_prior(synth, suite, prior_path, tmp_path, monke
                                atol=5e-3, rtol=0)  # as in the run-length test above
     assert not torch.allclose(meter.history_params[~mask, :16],
                               control.history_params[~mask, :16])
+
+
+def test_prior_latent_es_steps_in_the_priors_noise_from_its_best_sample(synth, suite,
+                                                                        prior_path):
+    """Replays the search from the meter's history: the first 16 renders are the draw the
+    other prior+ methods start from, each later one is the kept noise plus the seeded step
+    carried through the flow, and a smaller budget is a prefix of a larger run."""
+    from synthmatch.leaderboard.methods.prior import draw_generator
+
+    method = METHODS["prior+latent-es"](prior_path, sigma=0.5)
+    meter = run(method, synth, suite, 30)
+    task = MatchTask(synth, meter, 0)
+    torch.testing.assert_close(meter.history_params[:, :16], method.sample(task, 16, 0))
+    prior, d = method.prior, meter.history_distance
+    embedding = prior.embed(prior.mel(suite.audio))
+    z = prior.draw_noise(3 * 16, draw_generator(prior, task, 0)).reshape(3, 16, -1)
+    z, best = z[torch.arange(3), d[:, :16].argmin(1)], d[:, :16].min(1).values
+    gen, kept = task.generator(1), 0
+    for t in range(16, 30):
+        proposal = z + 0.5 * torch.randn(z.shape, generator=gen)
+        torch.testing.assert_close(meter.history_params[:, t], prior.decode(embedding, proposal))
+        keep = d[:, t] < best
+        kept += int(keep.sum())
+        z, best = torch.where(keep[:, None], proposal, z), torch.minimum(best, d[:, t])
+    assert 0 < kept < 3 * 14  # both branches ran
+    small = run(METHODS["prior+latent-es"](prior_path, sigma=0.5), synth, suite, 20)
+    torch.testing.assert_close(small.history_params[:, :20], meter.history_params[:, :20])

@@ -16,9 +16,10 @@ from synthmatch.leaderboard.methods.prior import (
     PriorCritic,
     PriorES,
     PriorGradient,
+    PriorLatentES,
     PriorRestarts,
 )
-from synthmatch.leaderboard.methods.rl import PriorGradientRL, PriorRL, RLPolicy
+from synthmatch.leaderboard.methods.rl import PriorGradientRL, PriorLatentRL, PriorRL, RLPolicy
 from synthmatch.leaderboard.methods.search import CMAES, DefaultPreset, RandomSearch
 
 # name -> class, in the order tables list them.
@@ -26,13 +27,14 @@ METHODS: dict[str, type[Method]] = {m.name: m for m in (
     DefaultPreset, RandomSearch, CMAES, Gradient, Nearest, Prior, PriorCMAES, PriorGradient,
     PriorES, RLPolicy, PriorRL, PriorCentral, PriorCritic, FinetunedPrior,
     FinetunedPriorCritic, PriorRestarts, PriorGradientRL, GatedPrior,
-    GatedPriorRestarts)}
+    GatedPriorRestarts, PriorLatentES, PriorLatentRL)}
 # What each method needs besides the synth.
 NEEDS = {"nearest": "dataset", "prior": "prior", "prior+cmaes": "prior",
          "prior+gradient": "prior", "prior+es": "prior", "rl": "rl_checkpoint",
          "prior+rl": "rl_checkpoint", "prior+central": "prior", "prior+critic": "critic",
          "prior-rlft": "finetuned_prior", "prior-rlft+critic": "critic",
          "prior+gradient-patience": "prior", "prior+gradient+rl": "restart_policy",
-         "prior-rlft+gate": "gate", "prior-rlft+gate+gradient-patience": "gate"}
+         "prior-rlft+gate": "gate", "prior-rlft+gate+gradient-patience": "gate",
+         "prior+latent-es": "prior", "prior+latent-rl": "latent_policy"}
 
 __all__ = ["METHODS", "NEEDS", "MatchTask", "Method"]

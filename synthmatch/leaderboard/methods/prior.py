@@ -104,10 +104,15 @@ def draw_samples(prior, task: MatchTask, k: int, offset: int) -> Tensor:
     from synthmatch.agents.matching import check_compatible
 
     columns = check_compatible(prior, task.synth)
-    gen = torch.Generator(prior.device).manual_seed(task.seed * 1_000_003 + offset)
     with torch.no_grad():
-        u = prior.sample_audio(task.target_audio.to(prior.device), k, generator=gen)
+        u = prior.sample_audio(task.target_audio.to(prior.device), k,
+                               generator=draw_generator(prior, task, offset))
     return u[..., columns].to(task.synth.device)
+
+
+def draw_generator(prior, task: MatchTask, offset: int) -> torch.Generator:
+    """The generator of draw ``offset`` of the task's seed, on the prior's device."""
+    return torch.Generator(prior.device).manual_seed(task.seed * 1_000_003 + offset)
 
 
 class PriorMethod(Method):
@@ -252,6 +257,41 @@ class PriorES(PriorMethod):
             keep = dp < best
             x = torch.where(keep[:, None], proposal, x)
             best = torch.where(keep, dp, best)
+        return best_so_far(task.meter)
+
+
+class PriorLatentES(PriorMethod):
+    """The prior's best of 16, then a (1+1) evolution strategy in the prior's noise space
+    (:class:`~synthmatch.agents.latent.LatentSearch`): each render proposes the kept noise plus
+    a Gaussian step (``sigma`` per coordinate), carried through the flow to a preset, and keeps
+    it if it sounds closer. The control that ``prior+latent-rl`` must beat."""
+
+    name = "prior+latent-es"
+    min_budget = HYBRID_K + 1
+
+    def __init__(self, prior_path: str | Path, device: str = "cpu", *,
+                 sigma: float | None = None):
+        from synthmatch.agents.latent import SIGMA
+
+        super().__init__(prior_path, device)
+        self.sigma = SIGMA if sigma is None else sigma
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "k": HYBRID_K, "sigma": self.sigma}
+
+    def step(self, search, generator: torch.Generator) -> Tensor:
+        """The step in noise space of every target's next proposal."""
+        return self.sigma * torch.randn(search.z.shape, generator=generator)
+
+    def run(self, task: MatchTask) -> Tensor:
+        from synthmatch.agents.latent import LatentSearch
+
+        search = LatentSearch.start(self.prior, task.synth, task.target_audio, HYBRID_K,
+                                    draw_generator(self.prior, task, 0), task.meter.score)
+        gen = task.generator(1)
+        while int(task.meter.remaining().min()) > 0:
+            proposal = search.propose(self.step(search, gen))
+            search.record(task.meter.score(proposal[:, None].to(task.synth.device))[:, 0])
         return best_so_far(task.meter)
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from synthmatch.fileio import named_prior
 from synthmatch.leaderboard.meter import RenderMeter
 from synthmatch.leaderboard.methods.base import MatchTask, Method, best_so_far
-from synthmatch.leaderboard.methods.prior import HYBRID_K, Prior, PriorRestarts
+from synthmatch.leaderboard.methods.prior import HYBRID_K, Prior, PriorLatentES, PriorRestarts
 from synthmatch.synths import Synth
 
 
@@ -192,3 +192,43 @@ class PriorGradientRL(PriorRestarts):
         from synthmatch.agents.restarts import LearnedRule
 
         return LearnedRule(self.policy)
+
+
+class PriorLatentRL(PriorLatentES):
+    """:class:`~synthmatch.leaderboard.methods.prior.PriorLatentES` with learned steps: a
+    policy trained with ``experiments/train_latent.py`` proposes each step in the prior's noise
+    space, sampled from its Gaussian with the task's normals. The policy's settings name the
+    prior."""
+
+    name = "prior+latent-rl"
+
+    def __init__(self, policy_path: str | Path, device: str = "cpu"):
+        from synthmatch.agents.latent import load_policy
+        from synthmatch.fileio import load_weights
+
+        self.policy_path = Path(policy_path)
+        ckpt = load_weights(policy_path, "latent policy")
+        if not isinstance(ckpt, dict) or ckpt.get("kind") != "latent_policy":
+            raise ValueError(f"{policy_path} is not a latent-search policy (policy.pt of "
+                             "train_latent.py)")
+        trained = ckpt["settings"]
+        if trained["k"] != HYBRID_K:
+            raise ValueError(f"{policy_path} was trained on the best of {trained['k']} samples; "
+                             f"this method starts from the best of {HYBRID_K}")
+        super().__init__(trained["prior"], device)
+        self.policy, meta = load_policy(policy_path, self.prior)
+        self.timesteps = int(meta["timesteps"])
+
+    def settings(self) -> dict[str, Any]:
+        settings = {**super().settings(), "policy": str(self.policy_path),
+                    "timesteps": self.timesteps}
+        del settings["sigma"]
+        return settings
+
+    def files(self) -> list[Path]:
+        return [self.policy_path, *super().files()]
+
+    def step(self, search, generator: torch.Generator) -> Tensor:
+        from synthmatch.agents.latent import policy_step
+
+        return policy_step(self.policy, search, generator)
