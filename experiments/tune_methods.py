@@ -30,9 +30,10 @@ from synthmatch.leaderboard.methods.prior import (
     PriorCritic,
     PriorES,
     PriorGradient,
+    PriorLatentES,
     PriorRestarts,
 )
-from synthmatch.leaderboard.methods.rl import PriorGradientRL, load_rl
+from synthmatch.leaderboard.methods.rl import PriorGradientRL, PriorLatentRL, load_rl
 from synthmatch.leaderboard.methods.search import CMAES
 from synthmatch.leaderboard.suites import Suite
 
@@ -50,6 +51,10 @@ GRIDS = {
                                     for v in (0.001, 0.003, 0.01, 0.03)],
     "prior-es-sigma": lambda a: [PriorES(a.prior, sigma=v)
                                  for v in (0.002, 0.005, 0.01, 0.02)],
+    "prior-latent-es-sigma": lambda a: [PriorLatentES(a.prior, sigma=v)
+                                        for v in (0.1, 0.3, 0.5, 1.0)],
+    "prior-latent-rl": lambda a: [PriorLatentES(PriorLatentRL(a.latent_policy[0]).prior_path),
+                                  *(PriorLatentRL(p) for p in a.latent_policy)],
     "prior-rl": lambda a: [load_rl(p) for p in a.rl_checkpoint],
     "prior-gradient-restarts": lambda a: [
         PriorGradient(a.prior, **_lr(a)),
@@ -67,7 +72,8 @@ class Args:
 
     grid: str = "gradient-lr"
     """which setting to vary: gradient-lr, cmaes-sigma0, prior-cmaes-sigma0,
-    prior-gradient-lr, prior-es-sigma, prior-rl (each --rl-checkpoint),
+    prior-gradient-lr, prior-es-sigma, prior-latent-es-sigma, prior-latent-rl (the untrained
+    rule and each --latent-policy), prior-rl (each --rl-checkpoint),
     prior-critic-proposals (--critic) or prior-gradient-restarts (the patience rule, and each
     --restart-policy)"""
     env_id: str = "SynthMatch-v0"
@@ -83,6 +89,9 @@ class Args:
     restart_policy: tuple[Path, ...] = ()
     """restart policies to compare with the patience rule (policy.pt of train_restarts.py),
     for --grid prior-gradient-restarts"""
+    latent_policy: tuple[Path, ...] = ()
+    """proposal policies of the noise-space search (policy.pt of train_latent.py), for --grid
+    prior-latent-rl (the untrained rule runs on the first one's prior)"""
     critic: Path | None = None
     """critic to tune (critic.pt of train_critic.py), for --grid prior-critic-proposals"""
     seed: int = 0
@@ -110,10 +119,14 @@ def main(args: Args) -> int:
     if args.grid == "prior-rl" and not args.rl_checkpoint:
         print("tune_methods.py: error: --rl-checkpoint is needed for this grid", file=sys.stderr)
         return 2
+    if args.grid == "prior-latent-rl" and not args.latent_policy:
+        print("tune_methods.py: error: --latent-policy is needed for this grid", file=sys.stderr)
+        return 2
     if args.grid == "prior-critic-proposals" and args.critic is None:
         print("tune_methods.py: error: --critic is needed for this grid", file=sys.stderr)
         return 2
-    if (args.grid.startswith("prior") and args.grid not in ("prior-rl", "prior-critic-proposals")
+    if (args.grid.startswith("prior")
+            and args.grid not in ("prior-rl", "prior-latent-rl", "prior-critic-proposals")
             and args.prior is None):
         print("tune_methods.py: error: --prior is needed for this grid", file=sys.stderr)
         return 2
