@@ -216,6 +216,9 @@ class LatentSettings:
     """discount"""
     learning_rate: float = 3e-4
     """PPO's learning rate"""
+    target_kl: float | None = None
+    """stop a PPO update's epochs early once the approximate KL to the rollout's policy passes
+    this (SB3's target_kl; None: all 10 epochs)"""
     seed: int = 0
     """seed of the targets, the prior's samples and the policy"""
     device: str = "cpu"
@@ -229,6 +232,8 @@ class LatentSettings:
 def check_settings(s: LatentSettings) -> None:
     """Refuse settings that cannot make a sensible run, before anything is written."""
     check_search_settings(s)
+    if s.target_kl is not None and not s.target_kl > 0:
+        raise ValueError(f"--target-kl must be positive, got {s.target_kl}")
 
 
 def save_policy(policy: ActorCriticPolicy, path: Path, settings: LatentSettings,
@@ -264,7 +269,7 @@ def train_latent_policy(settings: LatentSettings) -> Path:
     save_config(run_dir, settings)
     model = PPO("MlpPolicy", VecMonitor(env), n_steps=settings.n_steps,
                 batch_size=settings.n_steps * settings.num_envs // 4, gamma=settings.gamma,
-                learning_rate=settings.learning_rate,
+                learning_rate=settings.learning_rate, target_kl=settings.target_kl,
                 policy_kwargs={"net_arch": list(NET_ARCH), "log_std_init": math.log(SIGMA)},
                 seed=settings.seed, device=device, tensorboard_log=str(run_dir), verbose=0)
 

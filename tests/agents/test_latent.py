@@ -110,10 +110,11 @@ def test_train_latent_writes_a_policy_that_prior_latent_rl_runs(setup, tmp_path)
     synth, _, prior_path = setup
     result = run_script("train_latent.py", "--prior", str(prior_path), "--num-envs", "4",
                         "--k", "16", "--episode-steps", "6", "--n-steps", "3",
-                        "--total-timesteps", "48", "--log-dir", str(tmp_path / "runs"),
-                        "--run-name", "l")
+                        "--total-timesteps", "48", "--target-kl", "0.02",
+                        "--log-dir", str(tmp_path / "runs"), "--run-name", "l")
     assert "Median best distance after 22 renders" in result.stdout
     run = tmp_path / "runs" / "l"
+    assert json.loads((run / "config.json").read_text())["target_kl"] == 0.02
     history = json.loads((run / "history.json").read_text())
     assert [row["timesteps"] for row in history] == [24, 48]
     method = METHODS["prior+latent-rl"](run / "policy.pt")
@@ -133,3 +134,13 @@ def test_train_latent_writes_a_policy_that_prior_latent_rl_runs(setup, tmp_path)
     torch.testing.assert_close(small.history_params[:, :20], big.history_params[:, :20])
     with pytest.raises(ValueError, match="not a latent-search policy"):
         METHODS["prior+latent-rl"](prior_path)
+
+
+def test_settings_that_cannot_train_are_refused_before_a_run_starts():
+    from synthmatch.agents.latent import LatentSettings, check_settings
+    from tests.agents.test_training import ROOT
+
+    prior = str(ROOT / "synthmatch/app/data/prior-subtractive.pt")
+    with pytest.raises(ValueError, match="--target-kl must be positive"):
+        check_settings(LatentSettings(prior=prior, target_kl=0.0))
+    check_settings(LatentSettings(prior=prior, target_kl=0.02))
