@@ -87,6 +87,8 @@ def test_rankings_are_written_and_read_back(tmp_path):
      "prior+gradient-patience"),
     ("fm", 1000, ["default", "random", "cmaes", "gradient"], "gradient"),
     ("torchsynth", 300, ["default", "random", "cmaes"], "cmaes"),
+    ("torchsynth", 1000, ["cmaes", "prior", "prior+cmaes", "prior+latent-es"],
+     "prior+latent-es"),
     ("subtractive", 5, ["default", "random", "cmaes", "gradient"], "random"),
 ])
 def test_auto_picks_the_leaderboards_best_available_method(synth, budget, available, expected):
