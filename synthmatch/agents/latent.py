@@ -16,7 +16,9 @@ A policy draws it from a Gaussian whose mean and scale depend on the target's em
 kept noise and the progress (``prior+latent-rl``): a refiner trained by PPO on the reward
 alone, in the space where steps already work. Its action head starts at mean 0 (SB3's gain
 0.01) and standard deviation ``SIGMA``, so before training it is the untrained rule.
-:class:`LatentEnv` is its training env, a Stable-Baselines3 ``VecEnv``.
+:class:`LatentEnv` is its training env, a Stable-Baselines3 ``VecEnv``. No policy trained so
+far has beaten the untrained rule, on validation or on its own training targets
+(docs/results.md, "Sixteenth session").
 """
 
 from __future__ import annotations
