@@ -153,6 +153,10 @@ def test_a_bare_methods_only_regenerates_the_page_and_the_rankings(tmp_path):
     assert shipped_rankings().cross["subtractive"][100][0] in doc.read_text()
     assert "## bench-v1/cross-vital (24 targets)" in doc.read_text()
     assert {p.name: p.read_bytes() for p in results.glob("*.json")} == before
+    # The published page carries the current reading guide (regenerate it after an edit).
+    reading = (ROOT / "docs" / "leaderboard_reading.md").read_text()
+    assert reading in doc.read_text()
+    assert reading in (ROOT / "docs" / "leaderboard.md").read_text()
 
 
 def test_a_prior_of_another_synth_is_refused(tmp_path):
