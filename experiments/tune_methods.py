@@ -42,6 +42,12 @@ def _lr(args: Args) -> dict[str, float]:
     return {} if args.lr is None else {"lr": args.lr}
 
 
+def _latent_rl(args: Args) -> list:
+    """The untrained noise-space search on the first policy's prior, then each policy."""
+    policies = [PriorLatentRL(p) for p in args.latent_policy]
+    return [PriorLatentES(policies[0].prior_path), *policies]
+
+
 GRIDS = {
     "gradient-lr": lambda a: [Gradient(lr=v) for v in (0.003, 0.01, 0.03, 0.1)],
     "cmaes-sigma0": lambda a: [CMAES(sigma0=v) for v in (0.1, 0.2, 0.3, 0.5)],
@@ -53,8 +59,7 @@ GRIDS = {
                                  for v in (0.002, 0.005, 0.01, 0.02)],
     "prior-latent-es-sigma": lambda a: [PriorLatentES(a.prior, sigma=v)
                                         for v in (0.1, 0.3, 0.5, 1.0)],
-    "prior-latent-rl": lambda a: [PriorLatentES(PriorLatentRL(a.latent_policy[0]).prior_path),
-                                  *(PriorLatentRL(p) for p in a.latent_policy)],
+    "prior-latent-rl": _latent_rl,
     "prior-rl": lambda a: [load_rl(p) for p in a.rl_checkpoint],
     "prior-gradient-restarts": lambda a: [
         PriorGradient(a.prior, **_lr(a)),
