@@ -9,6 +9,11 @@ train_restarts.py).
         --tag episode/best_distance --out docs/img/refiner_curves.png
     python experiments/plot_curves.py runs/finetune/ft_s0 runs/finetune/ft_s1 \\
         --tag val/val_pool_best_of_16 val/in_domain_best_of_16 --out docs/img/finetune.png
+    python experiments/plot_curves.py runs/untrained_s0 runs/lat_s0 --base runs/untrained_s0 \\
+        --tag rollout/ep_rew_mean train/approx_kl --out docs/img/ppo.png   # SB3's scalars
+
+After the picture it prints a table of each curve's first, last, lowest and highest point
+(and with ``--base`` its differences from the base run's curve).
 """
 
 from __future__ import annotations
@@ -33,21 +38,26 @@ class Args:
     """where to write the picture"""
     smooth: int = 1
     """moving-average window over points (TensorBoard curves are noisy)"""
+    base: Path | None = None
+    """a run to print every run's difference from (point by point, unsmoothed): the mean over
+    the second half of the points and the last point; e.g. an untrained run on the same
+    targets"""
 
 # The x of a history.json row (its first key found here) and its axis label.
 HISTORY_X = {"round": "round", "epoch": "epoch", "timesteps": "env steps"}
 
 
 def series(run_dir: Path, tag: str) -> tuple[list[float], list[float]]:
-    """(x, y) of ``tag``: rounds from history.json, else steps from TensorBoard events."""
+    """(x, y) of ``tag``: rounds from history.json where it has the tag, else steps from the
+    TensorBoard events anywhere under the run (SB3 writes them in a subdirectory)."""
     history = run_dir / "history.json"
-    if history.is_file():
-        rows = [r for r in json.loads(history.read_text()) if tag in r]
+    rows = [r for r in json.loads(history.read_text()) if tag in r] if history.is_file() else []
+    if rows:
         return [next(r[k] for k in HISTORY_X if k in r) for r in rows], [r[tag] for r in rows]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     steps, values = [], []
-    for events in sorted(run_dir.glob("events.out.tfevents.*")):
+    for events in sorted(run_dir.rglob("events.out.tfevents.*")):
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
         acc.Reload()
         if tag in acc.Tags()["scalars"]:
@@ -66,6 +76,8 @@ def main(args: Args) -> None:
     for r in args.runs:
         if not r.is_dir():
             raise FileNotFoundError(f"no run directory at {r}")
+    if args.base is not None and not args.base.is_dir():
+        raise FileNotFoundError(f"--base: no run directory at {args.base}")
     fig = Figure(figsize=(5 * len(args.tag), 3.6), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(1, len(args.tag)))
@@ -90,6 +102,32 @@ def main(args: Args) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out)
     print(f"wrote {args.out}")
+    print_summary(args)
+
+
+def print_summary(args: Args) -> None:
+    """A Markdown table of each run's curves: first, last, lowest and highest point, and with
+    ``--base`` the differences from the base run's curve."""
+    against = args.base is not None
+    print("\n| run | tag | first | last | min | max |"
+          + (f" - {args.base.name}, mean over the second half | - {args.base.name}, last |"
+             if against else ""))
+    print("|---|---|---:|---:|---:|---:|" + ("---:|---:|" if against else ""))
+    for tag in args.tag:
+        base = series(args.base, tag)[1] if against else []
+        for r in args.runs:
+            y = series(r, tag)[1]
+            if not y:
+                continue
+            row = f"| {r.name} | {tag} | {y[0]:.3g} | {y[-1]:.3g} | {min(y):.3g} | {max(y):.3g} |"
+            n = min(len(y), len(base))
+            if against and n:
+                d = [a - b for a, b in zip(y[:n], base[:n], strict=True)]
+                half = d[n // 2:]
+                row += f" {sum(half) / len(half):+.3g} | {d[-1]:+.3g} |"
+            elif against:
+                row += " | |"
+            print(row)
 
 
 if __name__ == "__main__":

@@ -179,6 +179,29 @@ def test_curves_and_pick_round_scripts_read_finetune_histories(tmp_path):
     assert "| 2 | 0.800 (-20.0%) | 0.300 (+0.0%) |" in table and "Picked round: 2" in table
 
 
+def test_plot_curves_reads_sb3_scalars_beside_a_history_and_prints_the_difference(tmp_path):
+    """A run whose history.json lacks the tag is read from the TensorBoard events SB3 writes in
+    a subdirectory, and --base prints each run's difference from the base run."""
+    import json
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from tests.agents.test_training import run_script
+
+    for name, rewards in (("untrained", [0.4, 0.3, 0.3, 0.2]), ("trained", [0.4, 0.3, 0.2, 0.1])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "history.json").write_text(json.dumps([{"timesteps": 64}]))
+        with SummaryWriter(str(tmp_path / name / "ppo_1")) as writer:
+            for step, r in enumerate(rewards):
+                writer.add_scalar("rollout/ep_rew_mean", r, step)
+    out = run_script("plot_curves.py", str(tmp_path / "untrained"), str(tmp_path / "trained"),
+                     "--tag", "rollout/ep_rew_mean", "--base", str(tmp_path / "untrained"),
+                     "--out", str(tmp_path / "c.png")).stdout
+    # Differences 0, 0, -0.1, -0.1: the second half's mean and the last are -0.1.
+    assert "| trained | rollout/ep_rew_mean | 0.4 | 0.1 | 0.1 | 0.4 | -0.1 | -0.1 |" in out
+    assert "| untrained | rollout/ep_rew_mean | 0.4 | 0.2 | 0.2 | 0.4 | +0 | +0 |" in out
+
+
 def test_update_archive_keeps_the_closest_presets_seen_in_any_round():
     """Against an oracle that remembers every candidate: after each round the archive holds
     each sound's m closest presets so far, closest first, and never loses one for a tie."""
