@@ -30,6 +30,7 @@ from synthmatch.leaderboard.methods.prior import (
     PriorCritic,
     PriorES,
     PriorGradient,
+    PriorLatentCMAES,
     PriorLatentES,
     PriorRestarts,
 )
@@ -59,6 +60,8 @@ GRIDS = {
                                  for v in (0.002, 0.005, 0.01, 0.02)],
     "prior-latent-es-sigma": lambda a: [PriorLatentES(a.prior, sigma=v)
                                         for v in (0.1, 0.3, 0.5, 1.0)],
+    "prior-latent-cmaes-sigma0": lambda a: [PriorLatentCMAES(a.prior, sigma=v)
+                                            for v in (0.1, 0.3, 0.5, 1.0)],
     "prior-latent-rl": _latent_rl,
     "prior-rl": lambda a: [load_rl(p) for p in a.rl_checkpoint],
     "prior-gradient-restarts": lambda a: [
@@ -77,10 +80,10 @@ class Args:
 
     grid: str = "gradient-lr"
     """which setting to vary: gradient-lr, cmaes-sigma0, prior-cmaes-sigma0,
-    prior-gradient-lr, prior-es-sigma, prior-latent-es-sigma, prior-latent-rl (the untrained
-    rule and each --latent-policy), prior-rl (each --rl-checkpoint),
-    prior-critic-proposals (--critic) or prior-gradient-restarts (the patience rule, and each
-    --restart-policy)"""
+    prior-gradient-lr, prior-es-sigma, prior-latent-es-sigma, prior-latent-cmaes-sigma0,
+    prior-latent-rl (the untrained rule and each --latent-policy), prior-rl (each
+    --rl-checkpoint), prior-critic-proposals (--critic) or prior-gradient-restarts (the
+    patience rule, and each --restart-policy)"""
     env_id: str = "SynthMatch-v0"
     """env whose synth makes the targets and matches them"""
     targets: int = 32

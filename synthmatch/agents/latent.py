@@ -109,10 +109,15 @@ class LatentSearch:
         return cls(prior, columns, embedding, kept, best)
 
     @torch.no_grad()
+    def decode(self, noise: Tensor, owners: Tensor) -> Tensor:
+        """Presets ``(M, P_synth)`` of noises ``(M, P)`` for targets ``owners`` ``(M,)``."""
+        owners = owners.to(self.embedding.device)
+        return self.prior.decode(self.embedding[owners], noise.to(self.z))[..., self.columns]
+
     def propose(self, step: Tensor) -> Tensor:
         """Presets ``(B, P_synth)`` of the kept noise plus ``step`` ``(B, P)``."""
         self.proposed = self.z + step.to(self.z)
-        return self.prior.decode(self.embedding, self.proposed)[..., self.columns]
+        return self.decode(self.proposed, torch.arange(len(self.z)))
 
     def record(self, distance: Tensor) -> None:
         """The distances ``(B,)`` of the last proposals' renders: keep the closer ones."""

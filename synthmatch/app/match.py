@@ -42,7 +42,7 @@ POLICY_METHODS = ("prior+gradient+rl",)
 # critic: use the leaderboard script for those).
 MATCH_METHODS = ("default", "random", "cmaes", "gradient", "prior", "prior+cmaes",
                  "prior+gradient", "prior+es", "prior+central", "prior+gradient-patience",
-                 "prior+latent-es",
+                 "prior+latent-es", "prior+latent-cmaes",
                  *POLICY_METHODS, *GATE_METHODS)
 DEFAULT_BUDGET = 1000
 # The trained priors that ship with the package (each for its synth at the default probe), and

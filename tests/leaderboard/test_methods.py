@@ -95,7 +95,7 @@ def make(name: str, prior_path=None, dataset_path=None, critic_path=None):
 
 SEARCH = ["default", "random", "cmaes", "gradient", "nearest", "prior", "prior+cmaes",
           "prior+gradient", "prior+es", "prior+central", "prior+critic",
-          "prior+gradient-patience", "prior+latent-es"]
+          "prior+gradient-patience", "prior+latent-es", "prior+latent-cmaes"]
 
 
 @pytest.mark.parametrize("name", SEARCH)
@@ -620,3 +620,40 @@ def test_prior_latent_es_steps_in_the_priors_noise_from_its_best_sample(synth, s
     assert 0 < kept < 3 * 14  # both branches ran
     small = run(METHODS["prior+latent-es"](prior_path, sigma=0.5), synth, suite, 20)
     torch.testing.assert_close(small.history_params[:, :20], meter.history_params[:, :20])
+
+
+def test_prior_latent_cmaes_runs_pycma_in_the_priors_noise_from_its_best_sample(synth, suite,
+                                                                                prior_path):
+    """Replays target 1's search with pycma itself as the oracle: its first 16 renders are the
+    draw prior+latent-es starts from, and each later generation is pycma's population around
+    the best sample's noise (the method's seeded normals) carried through the flow; the
+    population is cut where the budget ends."""
+    import cma
+    import numpy as np
+
+    from synthmatch.leaderboard.methods.prior import draw_generator
+
+    method = METHODS["prior+latent-cmaes"](prior_path, sigma=0.4)
+    budget = 40
+    meter = run(method, synth, suite, budget)
+    assert meter.used.tolist() == [budget] * 3
+    task = MatchTask(synth, meter, 0)
+    es_meter = run(METHODS["prior+latent-es"](prior_path), synth, suite, 17)
+    torch.testing.assert_close(meter.history_params[:, :16], es_meter.history_params[:, :16])
+    prior, d, i = method.prior, meter.history_distance, 1
+    embedding = prior.embed(prior.mel(suite.audio[i:i + 1]))
+    z = prior.draw_noise(3 * 16, draw_generator(prior, task, 0)).reshape(3, 16, -1)[i]
+    rng = np.random.default_rng([task.seed, 1, i])
+    es = cma.CMAEvolutionStrategy(z[int(d[i, :16].argmin())].double().numpy(), 0.4,
+                                  {"seed": np.nan, "verbose": -9,
+                                   "randn": lambda lam, n: rng.standard_normal((lam, n))})
+    t = 16
+    while t < budget:
+        asked = es.ask()[: budget - t]
+        presets = prior.decode(embedding.expand(len(asked), -1),
+                               torch.tensor(np.stack(asked), dtype=torch.float32))
+        torch.testing.assert_close(meter.history_params[i, t:t + len(asked)], presets)
+        if len(asked) == es.popsize:
+            es.tell(asked, d[i, t:t + len(asked)].double().tolist())
+        t += len(asked)
+    assert es.countiter >= 1  # at least one full generation was told

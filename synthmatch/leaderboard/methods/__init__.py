@@ -16,6 +16,7 @@ from synthmatch.leaderboard.methods.prior import (
     PriorCritic,
     PriorES,
     PriorGradient,
+    PriorLatentCMAES,
     PriorLatentES,
     PriorRestarts,
 )
@@ -27,7 +28,7 @@ METHODS: dict[str, type[Method]] = {m.name: m for m in (
     DefaultPreset, RandomSearch, CMAES, Gradient, Nearest, Prior, PriorCMAES, PriorGradient,
     PriorES, RLPolicy, PriorRL, PriorCentral, PriorCritic, FinetunedPrior,
     FinetunedPriorCritic, PriorRestarts, PriorGradientRL, GatedPrior,
-    GatedPriorRestarts, PriorLatentES, PriorLatentRL)}
+    GatedPriorRestarts, PriorLatentES, PriorLatentCMAES, PriorLatentRL)}
 # What each method needs besides the synth.
 NEEDS = {"nearest": "dataset", "prior": "prior", "prior+cmaes": "prior",
          "prior+gradient": "prior", "prior+es": "prior", "rl": "rl_checkpoint",
@@ -35,6 +36,7 @@ NEEDS = {"nearest": "dataset", "prior": "prior", "prior+cmaes": "prior",
          "prior-rlft": "finetuned_prior", "prior-rlft+critic": "critic",
          "prior+gradient-patience": "prior", "prior+gradient+rl": "restart_policy",
          "prior-rlft+gate": "gate", "prior-rlft+gate+gradient-patience": "gate",
-         "prior+latent-es": "prior", "prior+latent-rl": "latent_policy"}
+         "prior+latent-es": "prior", "prior+latent-cmaes": "prior",
+         "prior+latent-rl": "latent_policy"}
 
 __all__ = ["METHODS", "NEEDS", "MatchTask", "Method"]

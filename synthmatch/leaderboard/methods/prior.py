@@ -295,6 +295,31 @@ class PriorLatentES(PriorMethod):
         return best_so_far(task.meter)
 
 
+class PriorLatentCMAES(PriorLatentES):
+    """The prior's best of 16, then CMA-ES (pycma) in the prior's noise space from its noise:
+    each generation's population is carried through the flow in one batch (with every other
+    target's) and rendered as one, where ``prior+latent-es`` decodes and renders one proposal
+    per target per render. IPOP restarts start from a fresh standard normal noise."""
+
+    name = "prior+latent-cmaes"
+    min_budget = HYBRID_K + 2
+
+    def settings(self) -> dict[str, Any]:
+        settings = {**super().settings(), "sigma0": self.sigma, "popsize": "4 + 3 ln P",
+                    "restarts": "IPOP"}
+        del settings["sigma"]
+        return settings
+
+    def run(self, task: MatchTask) -> Tensor:
+        from synthmatch.agents.latent import LatentSearch
+
+        search = LatentSearch.start(self.prior, task.synth, task.target_audio, HYBRID_K,
+                                    draw_generator(self.prior, task, 0), task.meter.score)
+        cmaes_search(task, search.z.cpu(), self.sigma, seed_offset=1,
+                     decode=lambda z, owners: search.decode(z, owners).to(task.synth.device))
+        return best_so_far(task.meter)
+
+
 class PriorRestarts(PriorMethod):
     """The prior's best of 16, then Adam (:data:`PRIOR_GRADIENT_LR`) that restarts from the
     next-best sample when a rule says so (:class:`~synthmatch.agents.restarts.RestartingAdam`).

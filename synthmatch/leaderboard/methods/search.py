@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -43,12 +44,18 @@ class RandomSearch(Method):
         return best_so_far(meter)
 
 
-def cmaes_search(task: MatchTask, x0: Tensor, sigma0: float, *, seed_offset: int = 0) -> None:
-    """CMA-ES (pycma) for every target from ``x0`` ``(B, P)``, all targets' populations
+def cmaes_search(task: MatchTask, x0: Tensor, sigma0: float, *, seed_offset: int = 0,
+                 decode: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
+    """CMA-ES (pycma) for every target from ``x0`` ``(B, D)``, all targets' populations
     rendered as one batch per generation, until every target's budget is spent.
 
     Each target has its own strategy and its own normal generator (pycma's ``randn`` option),
     so a target's search does not depend on which other targets share its batch.
+
+    By default the search runs in the parameter box ``[0, 1]^P`` and an IPOP restart starts
+    from a uniform preset. With ``decode`` it runs in an unbounded space whose points
+    ``(M, D)`` of targets ``owners`` ``(M,)`` ``decode`` turns into presets ``(M, P)`` (the
+    prior's noise, ``prior+latent-cmaes``), and a restart starts from a standard normal draw.
     """
     try:
         import cma
@@ -60,11 +67,17 @@ def cmaes_search(task: MatchTask, x0: Tensor, sigma0: float, *, seed_offset: int
     rngs = [np.random.default_rng([task.seed, seed_offset, i]) for i in range(b)]
 
     def strategy(i: int, start: np.ndarray, popsize: int | None) -> Any:
-        opts = {"bounds": [0.0, 1.0], "seed": np.nan, "verbose": -9,
+        opts = {"seed": np.nan, "verbose": -9,
                 "randn": lambda lam, n, r=rngs[i]: r.standard_normal((lam, n))}
+        if decode is None:
+            opts["bounds"] = [0.0, 1.0]
         if popsize is not None:
             opts["popsize"] = popsize
         return cma.CMAEvolutionStrategy(start, sigma0, opts)
+
+    def restart_point(i: int) -> np.ndarray:
+        rng = rngs[i]
+        return rng.uniform(0.0, 1.0, p) if decode is None else rng.standard_normal(p)
 
     strategies = [strategy(i, x0[i].double().cpu().numpy(), None) for i in range(b)]
     while True:
@@ -77,13 +90,13 @@ def cmaes_search(task: MatchTask, x0: Tensor, sigma0: float, *, seed_offset: int
             es = strategies[i]
             if es.stop():
                 # IPOP restart: a fresh start with twice the population.
-                es = strategies[i] = strategy(i, rngs[i].uniform(0.0, 1.0, p),
-                                              2 * es.popsize)
+                es = strategies[i] = strategy(i, restart_point(i), 2 * es.popsize)
             asked[i] = es.ask()[: int(left[i])]
         flat = torch.tensor(np.concatenate([np.stack(asked[i]) for i in active]),
-                            dtype=torch.float32).clamp(0.0, 1.0)
+                            dtype=torch.float32)
         owners = torch.cat([torch.full((len(asked[i]),), i) for i in active])
-        d = meter.score(flat, owners).double().cpu().numpy()
+        presets = flat.clamp(0.0, 1.0) if decode is None else decode(flat, owners)
+        d = meter.score(presets, owners).double().cpu().numpy()
         start = 0
         for i in active:
             n = len(asked[i])
