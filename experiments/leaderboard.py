@@ -179,13 +179,6 @@ class Resources:
             FinetunedPrior,
             GatedPrior,
             GatedPriorRestarts,
-            Prior,
-            PriorCentral,
-            PriorCMAES,
-            PriorES,
-            PriorGradient,
-            PriorLatentES,
-            PriorRestarts,
             critic_method,
         )
         from synthmatch.leaderboard.methods.rl import PriorGradientRL, PriorLatentRL, load_rl
@@ -195,9 +188,8 @@ class Resources:
                                         "critic": [], "finetuned_prior": [],
                                         "restart_policy": [], "latent_policy": [],
                                         "gate": []}
-        prior_classes = [c for c in (Prior, PriorCMAES, PriorGradient, PriorES, PriorCentral,
-                                     PriorRestarts, PriorLatentES)
-                         if c.name in wanted]
+        prior_classes = [METHODS[name] for name in METHODS
+                         if NEEDS.get(name) == "prior" and name in wanted]
         for path in args.prior:
             self.loaded["prior"].append([c(path, args.device) for c in prior_classes])
         if "prior-rlft" in wanted:
