@@ -89,6 +89,10 @@ def test_rankings_are_written_and_read_back(tmp_path):
     ("torchsynth", 300, ["default", "random", "cmaes"], "cmaes"),
     ("torchsynth", 1000, ["cmaes", "prior", "prior+cmaes", "prior+latent-es"],
      "prior+latent-es"),
+    ("torchsynth", 1000, ["prior+cmaes", "prior+latent-es", "prior+latent-cmaes"],
+     "prior+latent-cmaes"),
+    ("torchsynth", 100, ["prior+gradient-patience", "prior+latent-es", "prior+latent-cmaes"],
+     "prior+gradient-patience"),
     ("subtractive", 5, ["default", "random", "cmaes", "gradient"], "random"),
 ])
 def test_auto_picks_the_leaderboards_best_available_method(synth, budget, available, expected):
