@@ -62,6 +62,8 @@ GRIDS = {
                                         for v in (0.1, 0.3, 0.5, 1.0)],
     "prior-latent-cmaes-sigma0": lambda a: [PriorLatentCMAES(a.prior, sigma=v)
                                             for v in (0.1, 0.3, 0.5, 1.0)],
+    "prior-latent-cmaes-popsize": lambda a: [PriorLatentCMAES(a.prior, popsize=v)
+                                             for v in (6, 10, None, 24)],
     "prior-latent-rl": _latent_rl,
     "prior-rl": lambda a: [load_rl(p) for p in a.rl_checkpoint],
     "prior-gradient-restarts": lambda a: [
@@ -81,9 +83,9 @@ class Args:
     grid: str = "gradient-lr"
     """which setting to vary: gradient-lr, cmaes-sigma0, prior-cmaes-sigma0,
     prior-gradient-lr, prior-es-sigma, prior-latent-es-sigma, prior-latent-cmaes-sigma0,
-    prior-latent-rl (the untrained rule and each --latent-policy), prior-rl (each
-    --rl-checkpoint), prior-critic-proposals (--critic) or prior-gradient-restarts (the
-    patience rule, and each --restart-policy)"""
+    prior-latent-cmaes-popsize, prior-latent-rl (the untrained rule and each
+    --latent-policy), prior-rl (each --rl-checkpoint), prior-critic-proposals (--critic) or
+    prior-gradient-restarts (the patience rule, and each --restart-policy)"""
     env_id: str = "SynthMatch-v0"
     """env whose synth makes the targets and matches them"""
     targets: int = 32

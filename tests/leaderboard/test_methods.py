@@ -622,8 +622,10 @@ def test_prior_latent_es_steps_in_the_priors_noise_from_its_best_sample(synth, s
     torch.testing.assert_close(small.history_params[:, :20], meter.history_params[:, :20])
 
 
+@pytest.mark.parametrize("popsize", [None, 5])
 def test_prior_latent_cmaes_runs_pycma_in_the_priors_noise_from_its_best_sample(synth, suite,
-                                                                                prior_path):
+                                                                                prior_path,
+                                                                                popsize):
     """Replays target 1's search with pycma itself as the oracle: its first 16 renders are the
     draw prior+latent-es starts from, and each later generation is pycma's population around
     the best sample's noise (the method's seeded normals) carried through the flow; the
@@ -633,7 +635,7 @@ def test_prior_latent_cmaes_runs_pycma_in_the_priors_noise_from_its_best_sample(
 
     from synthmatch.leaderboard.methods.prior import draw_generator
 
-    method = METHODS["prior+latent-cmaes"](prior_path, sigma=0.4)
+    method = METHODS["prior+latent-cmaes"](prior_path, sigma=0.4, popsize=popsize)
     budget = 40
     meter = run(method, synth, suite, budget)
     assert meter.used.tolist() == [budget] * 3
@@ -644,9 +646,11 @@ def test_prior_latent_cmaes_runs_pycma_in_the_priors_noise_from_its_best_sample(
     embedding = prior.embed(prior.mel(suite.audio[i:i + 1]))
     z = prior.draw_noise(3 * 16, draw_generator(prior, task, 0)).reshape(3, 16, -1)[i]
     rng = np.random.default_rng([task.seed, 1, i])
-    es = cma.CMAEvolutionStrategy(z[int(d[i, :16].argmin())].double().numpy(), 0.4,
-                                  {"seed": np.nan, "verbose": -9,
-                                   "randn": lambda lam, n: rng.standard_normal((lam, n))})
+    opts = {"seed": np.nan, "verbose": -9,
+            "randn": lambda lam, n: rng.standard_normal((lam, n))}
+    if popsize is not None:
+        opts["popsize"] = popsize
+    es = cma.CMAEvolutionStrategy(z[int(d[i, :16].argmin())].double().numpy(), 0.4, opts)
     t = 16
     while t < budget:
         asked = es.ask()[: budget - t]
@@ -657,3 +661,4 @@ def test_prior_latent_cmaes_runs_pycma_in_the_priors_noise_from_its_best_sample(
             es.tell(asked, d[i, t:t + len(asked)].double().tolist())
         t += len(asked)
     assert es.countiter >= 1  # at least one full generation was told
+    assert es.popsize == (popsize or 4 + int(3 * np.log(prior.config.num_params)))

@@ -304,8 +304,14 @@ class PriorLatentCMAES(PriorLatentES):
     name = "prior+latent-cmaes"
     min_budget = HYBRID_K + 2
 
+    def __init__(self, prior_path: str | Path, device: str = "cpu", *,
+                 sigma: float | None = None, popsize: int | None = None):
+        super().__init__(prior_path, device, sigma=sigma)
+        self.popsize = popsize
+
     def settings(self) -> dict[str, Any]:
-        settings = {**super().settings(), "sigma0": self.sigma, "popsize": "4 + 3 ln P",
+        settings = {**super().settings(), "sigma0": self.sigma,
+                    "popsize": "4 + 3 ln P" if self.popsize is None else self.popsize,
                     "restarts": "IPOP"}
         del settings["sigma"]
         return settings
@@ -315,7 +321,7 @@ class PriorLatentCMAES(PriorLatentES):
 
         search = LatentSearch.start(self.prior, task.synth, task.target_audio, HYBRID_K,
                                     draw_generator(self.prior, task, 0), task.meter.score)
-        cmaes_search(task, search.z.cpu(), self.sigma, seed_offset=1,
+        cmaes_search(task, search.z.cpu(), self.sigma, seed_offset=1, popsize=self.popsize,
                      decode=lambda z, owners: search.decode(z, owners).to(task.synth.device))
         return best_so_far(task.meter)
 

@@ -45,7 +45,8 @@ class RandomSearch(Method):
 
 
 def cmaes_search(task: MatchTask, x0: Tensor, sigma0: float, *, seed_offset: int = 0,
-                 decode: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
+                 decode: Callable[[Tensor, Tensor], Tensor] | None = None,
+                 popsize: int | None = None) -> None:
     """CMA-ES (pycma) for every target from ``x0`` ``(B, D)``, all targets' populations
     rendered as one batch per generation, until every target's budget is spent.
 
@@ -56,6 +57,7 @@ def cmaes_search(task: MatchTask, x0: Tensor, sigma0: float, *, seed_offset: int
     from a uniform preset. With ``decode`` it runs in an unbounded space whose points
     ``(M, D)`` of targets ``owners`` ``(M,)`` ``decode`` turns into presets ``(M, P)`` (the
     prior's noise, ``prior+latent-cmaes``), and a restart starts from a standard normal draw.
+    ``popsize`` is the first population (None: pycma's ``4 + 3 ln D``).
     """
     try:
         import cma
@@ -79,7 +81,7 @@ def cmaes_search(task: MatchTask, x0: Tensor, sigma0: float, *, seed_offset: int
         rng = rngs[i]
         return rng.uniform(0.0, 1.0, p) if decode is None else rng.standard_normal(p)
 
-    strategies = [strategy(i, x0[i].double().cpu().numpy(), None) for i in range(b)]
+    strategies = [strategy(i, x0[i].double().cpu().numpy(), popsize) for i in range(b)]
     while True:
         left = meter.remaining()
         active = [i for i in range(b) if int(left[i]) > 0]
