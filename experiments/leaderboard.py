@@ -90,6 +90,10 @@ class Args:
     """env whose synth matches the cross-synth suites (their sounds have no parameters)"""
     device: str = "cpu"
     """cpu or cuda"""
+    threads: int = 1
+    """torch threads on the CPU. Results depend on it at the float-rounding level, which a
+    search carries into other trajectories, so keep the 1 that every published row and every
+    Ray task (one CPU each) ran with"""
     seed: int = 0
     """seed of every method's random draws"""
     max_targets: int | None = None
@@ -260,6 +264,9 @@ def main(args: Args) -> int:
         return fail(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
     if not args.budgets or min(args.budgets) < 1:
         return fail("budgets must be positive integers")
+    if args.threads < 1:
+        return fail(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     try:
         caps = parse_caps(args.cap)
     except ValueError as err:

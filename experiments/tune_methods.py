@@ -106,6 +106,8 @@ class Args:
     """critic to tune (critic.pt of train_critic.py), for --grid prior-critic-proposals"""
     seed: int = 0
     """seed of the methods' random draws"""
+    threads: int = 1
+    """torch threads (as in leaderboard.py: results depend on the count)"""
     lr: float | None = None
     """Adam's step size of the patience rule and restarts every 100 renders, for --grid
     prior-gradient-restarts (default: the leaderboard's; a restart policy has its own)"""
@@ -140,6 +142,11 @@ def main(args: Args) -> int:
             and args.prior is None):
         print("tune_methods.py: error: --prior is needed for this grid", file=sys.stderr)
         return 2
+    if args.threads < 1:
+        print(f"tune_methods.py: error: --threads must be at least 1, got {args.threads}",
+              file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
     suite, synth = validation_targets(args.env_id, args.targets)
     budgets = sorted(args.budgets)
     print(f"{args.targets} validation targets of {args.env_id} (seeds {HELD_OUT_SEED}...), "

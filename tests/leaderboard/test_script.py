@@ -36,6 +36,7 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
     data = json.loads(stem.with_suffix(".json").read_text())
     assert data["meta"]["torch"] == torch.__version__ and data["meta"]["seed"] == 0
     assert data["meta"]["git_commit"] and data["meta"]["targets"] == 6
+    assert "torch 1 threads" in data["meta"]["machine"]  # the default --threads
     errors = data["meta"]["param_errors"]
     assert set(errors["methods"]) == {"default (1)", "random (4)", "cmaes (4)", "gradient (4)"}
     assert all(len(v) == len(errors["param_names"]) == 24 and min(v) >= 0
@@ -125,6 +126,7 @@ def test_help_and_clear_errors(tmp_path):
         (["--suites", "bench-v9/x"], "unknown suite 'bench-v9/x'"),
         (["--suites", "bench-v1/quick", "--methods", "magic"], "unknown method(s) ['magic']"),
         (["--suites", "bench-v1/quick", "--budgets", "0"], "budgets must be positive"),
+        (["--suites", "bench-v1/quick", "--threads", "0"], "--threads must be at least 1"),
         (["--suites", "bench-v1/quick", "--cap", "magic=3"], "--cap takes METHOD=BUDGET"),
         (["--methods"], "--methods is empty: name methods to run, or give --doc"),
         (["--methods", "--rankings", str(tmp_path / "r.json")],
