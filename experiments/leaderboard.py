@@ -38,6 +38,7 @@ import tyro
 from tqdm.auto import tqdm
 
 import synthmatch
+from synthmatch.devices import set_cpu_threads
 from synthmatch.envs.registration import env_synth
 from synthmatch.leaderboard import report
 from synthmatch.leaderboard.document import DIRTY
@@ -264,9 +265,10 @@ def main(args: Args) -> int:
         return fail(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
     if not args.budgets or min(args.budgets) < 1:
         return fail("budgets must be positive integers")
-    if args.threads < 1:
-        return fail(f"--threads must be at least 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    try:
+        set_cpu_threads(args.threads)
+    except ValueError as err:
+        return fail(str(err))
     try:
         caps = parse_caps(args.cap)
     except ValueError as err:

@@ -21,6 +21,7 @@ import torch
 import tyro
 
 from synthmatch.agents.evaluation import HELD_OUT_SEED, held_out_presets
+from synthmatch.devices import set_cpu_threads
 from synthmatch.envs.registration import env_synth
 from synthmatch.leaderboard.harness import Job, run_chunk
 from synthmatch.leaderboard.methods.gradient import Gradient
@@ -142,11 +143,11 @@ def main(args: Args) -> int:
             and args.prior is None):
         print("tune_methods.py: error: --prior is needed for this grid", file=sys.stderr)
         return 2
-    if args.threads < 1:
-        print(f"tune_methods.py: error: --threads must be at least 1, got {args.threads}",
-              file=sys.stderr)
+    try:
+        set_cpu_threads(args.threads)
+    except ValueError as err:
+        print(f"tune_methods.py: error: {err}", file=sys.stderr)
         return 2
-    torch.set_num_threads(args.threads)
     suite, synth = validation_targets(args.env_id, args.targets)
     budgets = sorted(args.budgets)
     print(f"{args.targets} validation targets of {args.env_id} (seeds {HELD_OUT_SEED}...), "

@@ -57,6 +57,19 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
     return dev
 
 
+def set_cpu_threads(threads: int) -> None:
+    """Run torch on ``threads`` CPU threads. Searches' results depend on the count at the
+    float-rounding level (docs/results.md, "Seventeenth session"), so the scripts whose results
+    are published pin it.
+
+    Raises:
+        ValueError: fewer than one thread.
+    """
+    if isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def free_memory(device: torch.device | str) -> int | None:
     """Bytes free for new tensors on ``device``: CUDA's free memory, or the host's available
     memory (``MemAvailable`` of /proc/meminfo); ``None`` where it cannot be known."""

@@ -16,11 +16,10 @@ A policy draws it from a Gaussian whose mean and scale depend on the target's em
 kept noise and the progress (``prior+latent-rl``): a refiner trained by PPO on the reward
 alone, in the space where steps already work. Its action head starts at mean 0 (SB3's gain
 0.01) and standard deviation ``SIGMA``, so before training it is the untrained rule.
-``prior+latent-cmaes`` runs pycma from the same start through :meth:`LatentSearch.decode`, a
-population per batch.
 :class:`LatentEnv` is its training env, a Stable-Baselines3 ``VecEnv``. No policy trained so
 far has beaten the untrained rule, on validation or on its own training targets
-(docs/results.md, "Sixteenth session").
+(docs/results.md, "Sixteenth session"). ``prior+latent-cmaes`` runs pycma from the same start
+through :meth:`LatentSearch.decode`, a population per batch.
 """
 
 from __future__ import annotations

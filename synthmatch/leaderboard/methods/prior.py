@@ -283,11 +283,15 @@ class PriorLatentES(PriorMethod):
         """The step in noise space of every target's next proposal."""
         return self.sigma * torch.randn(search.z.shape, generator=generator)
 
-    def run(self, task: MatchTask) -> Tensor:
+    def start(self, task: MatchTask):
+        """The search from each target's best of 16 (the draw ``prior`` makes), rendered."""
         from synthmatch.agents.latent import LatentSearch
 
-        search = LatentSearch.start(self.prior, task.synth, task.target_audio, HYBRID_K,
-                                    draw_generator(self.prior, task, 0), task.meter.score)
+        return LatentSearch.start(self.prior, task.synth, task.target_audio, HYBRID_K,
+                                  draw_generator(self.prior, task, 0), task.meter.score)
+
+    def run(self, task: MatchTask) -> Tensor:
+        search = self.start(task)
         gen = task.generator(1)
         while int(task.meter.remaining().min()) > 0:
             proposal = search.propose(self.step(search, gen))
@@ -317,11 +321,8 @@ class PriorLatentCMAES(PriorLatentES):
         return settings
 
     def run(self, task: MatchTask) -> Tensor:
-        from synthmatch.agents.latent import LatentSearch
-
-        search = LatentSearch.start(self.prior, task.synth, task.target_audio, HYBRID_K,
-                                    draw_generator(self.prior, task, 0), task.meter.score)
-        cmaes_search(task, search.z.cpu(), self.sigma, seed_offset=1, popsize=self.popsize,
+        search = self.start(task)
+        cmaes_search(task, search.z, self.sigma, seed_offset=1, popsize=self.popsize,
                      decode=lambda z, owners: search.decode(z, owners).to(task.synth.device))
         return best_so_far(task.meter)
 
