@@ -1,0 +1,147 @@
+"""Screen: how much could a policy that sets the step scale of the noise-space search gain?
+
+``prior+latent-rl`` (PPO) and the SAC screen both failed to beat their untrained rule, the
+fixed-scale search ``prior+latent-es`` (sigma 0.3). This screen bounds what any policy over
+the step *scale* could have gained, with no learning at all. The search runs on held-out
+targets (as ``tune_methods.py`` does, never a suite) with five fixed scales. Every run draws
+the same 16 prior samples and the same sequence of unit steps, so only the scale differs.
+Three figures, each paired against sigma 0.3 at the same renders:
+
+- *oracle*: each target's best result over the five scales, chosen after the fact. An upper
+  bound on a per-target scale policy, inflated by taking the best of five noisy runs. It is
+  given twice: with the same unit steps for every scale, and with other unit steps for each
+  scale but 0.3 (independent runs, as in the luck figure);
+- *luck*: each target's best over five runs of sigma 0.3 with different unit steps (the same
+  16 samples). What the best of five independent noisy runs is worth without any choice of
+  scale;
+- *rule*: a scale chosen by what a policy observes, the starting distance (the best of 16):
+  the targets are split in halves; on each half the best scale of each tercile of starting
+  distance is picked and applied to the other half. A state-dependent rule fitted the way a
+  policy would be, and scored on targets it was not fitted on.
+
+If the oracle is not well clear of luck, choosing the scale per target is worth little, and a
+learned scale has nothing to find.
+
+Usage (from the repository root; about 25 minutes on one core for 128 Voice targets):
+    python experiments/screens/scale_headroom.py --help
+    python experiments/screens/scale_headroom.py --targets 128 --out runs/v18/headroom.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tune_methods import validation_targets  # noqa: E402
+
+from synthmatch.fileio import write_json_atomic  # noqa: E402
+from synthmatch.leaderboard.harness import Job, run_chunk  # noqa: E402
+from synthmatch.leaderboard.methods.base import best_so_far  # noqa: E402
+from synthmatch.leaderboard.methods.prior import PriorLatentES  # noqa: E402
+from synthmatch.leaderboard.metrics import median_change_ci  # noqa: E402
+
+PRIOR = "checkpoints/torchsynth-medium/prior-torchsynth-medium.pt"
+SCALES = (0.1, 0.2, 0.3, 0.45, 0.7)
+BASE = 0.3
+REPEATS = 5
+
+
+class StepStream(PriorLatentES):
+    """``prior+latent-es`` whose unit steps come from stream ``repeat`` (0 is the method's own);
+    the 16 prior samples are the method's in every stream."""
+
+    def __init__(self, prior_path: str, sigma: float, repeat: int):
+        super().__init__(prior_path, sigma=sigma)
+        self.repeat = repeat
+
+    def run(self, task):
+        search = self.start(task)
+        gen = task.generator(1 + 1000 * self.repeat)
+        while int(task.meter.remaining().min()) > 0:
+            proposal = search.propose(self.step(search, gen))
+            search.record(task.meter.score(proposal[:, None].to(task.synth.device))[:, 0])
+        return best_so_far(task.meter)
+
+
+def distances(method, suite, synth, budgets: list[int]) -> dict[int, np.ndarray]:
+    cells = run_chunk(Job(suite, method, synth, budgets, 0), 0, suite)["budgets"]
+    return {b: np.array([t["distance"] for t in cells[str(b)]["targets"]]) for b in budgets}
+
+
+def fitted_rule(start: np.ndarray, by_scale: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Each target's result under a scale picked per tercile of starting distance on the
+    other half of the targets (``by_scale``: ``(scales, targets)``)."""
+    n = start.size
+    halves = np.array_split(np.random.default_rng(seed).permutation(n), 2)
+    out = np.empty(n)
+    for fit, apply in ((halves[0], halves[1]), (halves[1], halves[0])):
+        edges = np.quantile(start[fit], [1 / 3, 2 / 3])
+        fit_bin, apply_bin = np.digitize(start[fit], edges), np.digitize(start[apply], edges)
+        for b in range(3):
+            pick = int(np.argmin(np.median(by_scale[:, fit[fit_bin == b]], axis=1)))
+            chosen = apply[apply_bin == b]
+            out[chosen] = by_scale[pick, chosen]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env-id", default="SynthMatch-TorchSynth-Medium-v0")
+    parser.add_argument("--prior", default=PRIOR)
+    parser.add_argument("--targets", type=int, default=128)
+    parser.add_argument("--budget", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=None, help="per-target results (JSON)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    suite, synth = validation_targets(args.env_id, args.targets)
+    budgets = [16, args.budget]
+
+    runs = {}
+    for s in SCALES:
+        runs[f"sigma {s}"] = distances(StepStream(args.prior, s, 0), suite, synth, budgets)
+        print(f"sigma {s}: median {np.median(runs[f'sigma {s}'][args.budget]):.3f}", flush=True)
+    others = [s for s in SCALES if s != BASE]
+    for r, s in enumerate(others, start=REPEATS):
+        runs[f"sigma {s}, steps {r}"] = distances(StepStream(args.prior, s, r), suite, synth,
+                                                  budgets)
+    for r in range(1, REPEATS):
+        runs[f"sigma {BASE}, steps {r}"] = distances(StepStream(args.prior, BASE, r), suite,
+                                                     synth, budgets)
+        print(f"sigma {BASE}, steps {r}: median "
+              f"{np.median(runs[f'sigma {BASE}, steps {r}'][args.budget]):.3f}", flush=True)
+
+    b = args.budget
+    base = runs[f"sigma {BASE}"][b]
+    by_scale = np.stack([runs[f"sigma {s}"][b] for s in SCALES])
+    repeats = np.stack([base] + [runs[f"sigma {BASE}, steps {r}"][b]
+                                 for r in range(1, REPEATS)])
+    start = runs[f"sigma {BASE}"][16]
+    rows = {f"fixed sigma {s}": by_scale[i] for i, s in enumerate(SCALES)}
+    rows["oracle: best scale per target, same steps"] = by_scale.min(0)
+    indep = np.stack([base] + [runs[f"sigma {s}, steps {r}"][b]
+                               for r, s in enumerate(others, start=REPEATS)])
+    rows["oracle: best scale per target, other steps"] = indep.min(0)
+    rows[f"luck: best of {REPEATS} runs of sigma {BASE}"] = repeats.min(0)
+    rows["rule: scale per tercile of starting distance"] = fitted_rule(start, by_scale)
+
+    print(f"\n{args.targets} held-out targets of {args.env_id}, {b} renders; paired change "
+          f"of the median against sigma {BASE} (95% bootstrap)")
+    print("| scale of the steps | median | change |")
+    print("|---|---:|---|")
+    for name, d in rows.items():
+        c, lo, hi = median_change_ci(base, d)
+        print(f"| {name} | {np.median(d):.3f} | {c:+.1%} [{lo:+.1%}, {hi:+.1%}] |")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.out, {
+            "settings": vars(args) | {"out": str(args.out)},
+            "runs": {k: {str(bb): v.tolist() for bb, v in d.items()} for k, d in runs.items()}})
+
+
+if __name__ == "__main__":
+    main()
