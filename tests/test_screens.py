@@ -42,3 +42,36 @@ def test_fitted_rule_never_chooses_on_the_targets_it_scores():
     by_scale[:, b] = [[0.8], [0.4]]  # half b prefers scale 1
     chosen = headroom.fitted_rule(start, by_scale)
     assert np.all(chosen[a] == 0.9) and np.all(chosen[b] == 0.8)
+
+
+def test_latent_adam_starts_at_the_kept_sample_and_moves_its_noise_downhill(tmp_path):
+    import pytest
+    import torch
+
+    from synthmatch.leaderboard.meter import RenderMeter
+    from synthmatch.leaderboard.methods.base import MatchTask
+    from synthmatch.leaderboard.methods.prior import PriorLatentES
+    from synthmatch.rewards.perceptual import PerceptualDistance
+    from tests.agents.test_critic import subtractive_prior
+
+    pytest.importorskip("flow_matching")
+    synth, prior, prior_path = subtractive_prior(tmp_path)
+    with torch.no_grad():
+        audio = synth.render(synth.params.sample(2, torch.Generator().manual_seed(3)))
+    screen = load_script("screens/latent_adam.py")
+    method = PriorLatentES(prior_path)
+
+    def match(run, budget):
+        meter = RenderMeter(synth, PerceptualDistance(synth.sample_rate), audio, budget)
+        meter.check_rendered(run(method, MatchTask(synth, meter, 0)))
+        return meter
+
+    adam = match(screen.latent_adam_run(0.1), 24)
+    es = match(PriorLatentES.run, 24)
+    assert adam.used.tolist() == [24, 24]
+    # The same best of 16, then the kept sample itself is the first step's render.
+    torch.testing.assert_close(adam.history_params[:, :16], es.history_params[:, :16])
+    best = adam.history_distance[:, :16].argmin(1)
+    torch.testing.assert_close(adam.history_params[:, 16], adam.history_params[[0, 1], best])
+    # Later renders differ from it: the gradient reached the noise and moved it.
+    assert not torch.allclose(adam.history_params[:, 17], adam.history_params[:, 16])
