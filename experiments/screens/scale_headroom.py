@@ -22,7 +22,7 @@ Three figures, each paired against sigma 0.3 at the same renders:
 If the oracle is not well clear of luck, choosing the scale per target is worth little, and a
 learned scale has nothing to find.
 
-Usage (from the repository root; about 25 minutes on one core for 128 Voice targets):
+Usage (from the repository root; about 12 minutes on one core for 128 Voice targets):
     python experiments/screens/scale_headroom.py --help
     python experiments/screens/scale_headroom.py --targets 128 --out runs/v18/headroom.json
 """
