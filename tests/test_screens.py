@@ -2,7 +2,13 @@
 fitted rule picks each tercile's scale on one half and scores it on the other."""
 
 import numpy as np
+import torch
 
+from synthmatch.leaderboard.meter import RenderMeter
+from synthmatch.leaderboard.methods.base import MatchTask
+from synthmatch.leaderboard.methods.prior import PriorLatentES
+from synthmatch.rewards.perceptual import PerceptualDistance
+from tests.agents.test_critic import subtractive_prior
 from tests.agents.test_training import ROOT, run_script
 from tests.data.helpers import load_script
 
@@ -45,17 +51,7 @@ def test_fitted_rule_never_chooses_on_the_targets_it_scores():
 
 
 def test_latent_adam_starts_at_the_kept_sample_and_moves_its_noise_downhill(tmp_path):
-    import pytest
-    import torch
-
-    from synthmatch.leaderboard.meter import RenderMeter
-    from synthmatch.leaderboard.methods.base import MatchTask
-    from synthmatch.leaderboard.methods.prior import PriorLatentES
-    from synthmatch.rewards.perceptual import PerceptualDistance
-    from tests.agents.test_critic import subtractive_prior
-
-    pytest.importorskip("flow_matching")
-    synth, prior, prior_path = subtractive_prior(tmp_path)
+    synth, _, prior_path = subtractive_prior(tmp_path)  # skips without flow_matching
     with torch.no_grad():
         audio = synth.render(synth.params.sample(2, torch.Generator().manual_seed(3)))
     screen = load_script("screens/latent_adam.py")

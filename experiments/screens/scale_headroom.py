@@ -41,7 +41,6 @@ from tune_methods import validation_targets  # noqa: E402
 
 from synthmatch.fileio import write_json_atomic  # noqa: E402
 from synthmatch.leaderboard.harness import Job, run_chunk  # noqa: E402
-from synthmatch.leaderboard.methods.base import best_so_far  # noqa: E402
 from synthmatch.leaderboard.methods.prior import PriorLatentES  # noqa: E402
 from synthmatch.leaderboard.metrics import median_change_ci  # noqa: E402
 
@@ -57,15 +56,12 @@ class StepStream(PriorLatentES):
 
     def __init__(self, prior_path: str, sigma: float, repeat: int):
         super().__init__(prior_path, sigma=sigma)
-        self.repeat = repeat
+        self.step_stream = PriorLatentES.step_stream + 1000 * repeat
 
-    def run(self, task):
-        search = self.start(task)
-        gen = task.generator(1 + 1000 * self.repeat)
-        while int(task.meter.remaining().min()) > 0:
-            proposal = search.propose(self.step(search, gen))
-            search.record(task.meter.score(proposal[:, None].to(task.synth.device))[:, 0])
-        return best_so_far(task.meter)
+
+def key(scale: float, repeat: int) -> str:
+    """A run's name in the printout and the JSON: its scale and its stream of unit steps."""
+    return f"sigma {scale}" if repeat == 0 else f"sigma {scale}, steps {repeat}"
 
 
 def distances(method, suite, synth, budgets: list[int]) -> dict[int, np.ndarray]:
@@ -101,36 +97,30 @@ def main() -> None:
     suite, synth = validation_targets(args.env_id, args.targets)
     budgets = [16, args.budget]
 
+    same = [(s, 0) for s in SCALES]                       # the five scales on one stream
+    others = [s for s in SCALES if s != BASE]              # the other four, a stream each
+    independent = list(zip(others, range(REPEATS, REPEATS + len(others)), strict=True))
+    luck = [(BASE, r) for r in range(REPEATS)]             # 0.3 on five streams
+    plan = same + independent + luck[1:]
     runs = {}
-    for s in SCALES:
-        runs[f"sigma {s}"] = distances(StepStream(args.prior, s, 0), suite, synth, budgets)
-        print(f"sigma {s}: median {np.median(runs[f'sigma {s}'][args.budget]):.3f}", flush=True)
-    others = [s for s in SCALES if s != BASE]
-    for r, s in enumerate(others, start=REPEATS):
-        runs[f"sigma {s}, steps {r}"] = distances(StepStream(args.prior, s, r), suite, synth,
-                                                  budgets)
-    for r in range(1, REPEATS):
-        runs[f"sigma {BASE}, steps {r}"] = distances(StepStream(args.prior, BASE, r), suite,
-                                                     synth, budgets)
-        print(f"sigma {BASE}, steps {r}: median "
-              f"{np.median(runs[f'sigma {BASE}, steps {r}'][args.budget]):.3f}", flush=True)
+    for s, r in plan:
+        runs[key(s, r)] = distances(StepStream(args.prior, s, r), suite, synth, budgets)
+        print(f"{key(s, r)}: median {np.median(runs[key(s, r)][args.budget]):.3f}", flush=True)
 
-    b = args.budget
-    base = runs[f"sigma {BASE}"][b]
-    by_scale = np.stack([runs[f"sigma {s}"][b] for s in SCALES])
-    repeats = np.stack([base] + [runs[f"sigma {BASE}, steps {r}"][b]
-                                 for r in range(1, REPEATS)])
-    start = runs[f"sigma {BASE}"][16]
+    def final(pairs) -> np.ndarray:
+        return np.stack([runs[key(s, r)][args.budget] for s, r in pairs])
+
+    by_scale = final(same)
+    base = runs[key(BASE, 0)][args.budget]
+    start = runs[key(BASE, 0)][16]
     rows = {f"fixed sigma {s}": by_scale[i] for i, s in enumerate(SCALES)}
     rows["oracle: best scale per target, same steps"] = by_scale.min(0)
-    indep = np.stack([base] + [runs[f"sigma {s}, steps {r}"][b]
-                               for r, s in enumerate(others, start=REPEATS)])
-    rows["oracle: best scale per target, other steps"] = indep.min(0)
-    rows[f"luck: best of {REPEATS} runs of sigma {BASE}"] = repeats.min(0)
+    rows["oracle: best scale per target, other steps"] = final([(BASE, 0), *independent]).min(0)
+    rows[f"luck: best of {REPEATS} runs of sigma {BASE}"] = final(luck).min(0)
     rows["rule: scale per tercile of starting distance"] = fitted_rule(start, by_scale)
 
-    print(f"\n{args.targets} held-out targets of {args.env_id}, {b} renders; paired change "
-          f"of the median against sigma {BASE} (95% bootstrap)")
+    print(f"\n{args.targets} held-out targets of {args.env_id}, {args.budget} renders; "
+          f"paired change of the median against sigma {BASE} (95% bootstrap)")
     print("| scale of the steps | median | change |")
     print("|---|---:|---|")
     for name, d in rows.items():

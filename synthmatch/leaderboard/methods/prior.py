@@ -268,6 +268,8 @@ class PriorLatentES(PriorMethod):
 
     name = "prior+latent-es"
     min_budget = HYBRID_K + 1
+    # The task's random stream the steps draw from (the samples draw from stream 0).
+    step_stream = 1
 
     def __init__(self, prior_path: str | Path, device: str = "cpu", *,
                  sigma: float | None = None):
@@ -292,7 +294,7 @@ class PriorLatentES(PriorMethod):
 
     def run(self, task: MatchTask) -> Tensor:
         search = self.start(task)
-        gen = task.generator(1)
+        gen = task.generator(self.step_stream)
         while int(task.meter.remaining().min()) > 0:
             proposal = search.propose(self.step(search, gen))
             search.record(task.meter.score(proposal[:, None].to(task.synth.device))[:, 0])
