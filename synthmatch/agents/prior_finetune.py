@@ -34,6 +34,17 @@ reward's gradient reaches the flow through the synth and the ODE solver, as in d
 fine-tuning of diffusion models). Only the winning sample of each sound is moved, so the
 others are free to stay apart, where the archive pulls every sample towards one preset.
 
+``objective="policy-gradient"`` treats the sampler itself as a stochastic policy and needs
+no gradient of the synth or the distance. The flow's ODE is replaced by the SDE with the same
+marginals, ``dx = [v - (s^2 / 2) (x - t v)] dt + s sqrt(1 - t) dW`` (for the conditional
+optimal-transport path the score is ``-(x - t v) / (1 - t)``; the noise scale ``s sqrt(1 - t)``
+cancels its pole at ``t = 1``), stepped by Euler-Maruyama, so every step is a Gaussian whose
+log-density is exact. Each step draws ``k`` trajectories per pool sound, scores their end
+presets, and ascends the group-normalised reward (each sound's distances standardised over its
+own ``k`` samples, as in GRPO and Flow-GRPO) times the trajectories' log-densities: REINFORCE
+with a per-sound baseline, one update per batch, so it is on-policy. The leaderboard still
+samples with the ODE.
+
 Before the first round and after every round the prior is measured as the leaderboard's
 ``prior`` method would be, the best of ``val_k`` samples, on a validation pool and on held-out
 synthetic targets.
@@ -113,12 +124,18 @@ class FinetuneSettings:
     preset through the synth and the distance; differentiable synths)"""
     refine_lr: float = 0.01
     """gradient refinement: Adam's step size (the leaderboard's prior+gradient uses 0.01)"""
-    objective: Literal["archive", "best-of-k"] = "archive"
+    objective: Literal["archive", "best-of-k", "policy-gradient"] = "archive"
     """archive: regress the flow on each pool sound's closest preset so far (expert
     iteration); best-of-k: descend the distance of the best of --k samples per sound,
-    backpropagated through the synth and the sampler (differentiable synths; the pool alone)"""
+    backpropagated through the synth and the sampler (differentiable synths; the pool alone);
+    policy-gradient: REINFORCE on the sampler run as an SDE, --k trajectories per sound with
+    a per-sound baseline (any synth; the pool alone)"""
     sounds_per_step: int = 8
-    """best-of-k: pool sounds per gradient step (--k samples each)"""
+    """best-of-k and policy-gradient: pool sounds per gradient step (--k samples each)"""
+    sde_noise: float = 0.7
+    """policy-gradient: the SDE's noise scale s (its diffusion is s * sqrt(1 - t))"""
+    sde_steps: int = 16
+    """policy-gradient: Euler-Maruyama steps of the SDE"""
     archive_size: int = 1
     """closest presets kept per pool sound over all rounds, each trained on equally often
     (at most --k); 1: the best only"""
@@ -147,12 +164,17 @@ def check_settings(s: FinetuneSettings) -> None:
         FileNotFoundError: a prior, pool or dataset that is not there.
     """
     require_counts(s, "rounds", "k", "steps_per_round", "batch_size", "val_k",
-                   "in_domain_targets", "archive_size", "sounds_per_step")
-    if s.objective == "best-of-k" and (s.synthetic_fraction > 0 or s.archive_size > 1
-                                       or s.refine_steps):
-        raise ValueError("--objective best-of-k learns from the pool alone and keeps no "
+                   "in_domain_targets", "archive_size", "sounds_per_step", "sde_steps")
+    if s.objective != "archive" and (s.synthetic_fraction > 0 or s.archive_size > 1
+                                     or s.refine_steps):
+        raise ValueError(f"--objective {s.objective} learns from the pool alone and keeps no "
                          "archive: pass --data None --synthetic-fraction 0, and no "
                          "--archive-size or --refine-steps")
+    if s.objective == "policy-gradient" and s.k < 2:
+        raise ValueError("--objective policy-gradient compares each sound's samples with each "
+                         f"other: --k must be >= 2, got {s.k}")
+    if not s.sde_noise > 0:
+        raise ValueError(f"--sde-noise must be positive, got {s.sde_noise}")
     if s.archive_size > s.k:
         raise ValueError(f"--archive-size ({s.archive_size}) cannot exceed --k ({s.k}): the "
                          "first round must fill the archive")
@@ -570,6 +592,9 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
         if settings.objective == "best-of-k":
             extra = train_best_of_k(settings, prior, synth, distance, pool_audio, pool_mel,
                                     optimizer, batch_gen, noise_gen, progress)
+        elif settings.objective == "policy-gradient":
+            extra = train_policy_gradient(settings, prior, synth, distance, pool_audio,
+                                          pool_mel, optimizer, batch_gen, noise_gen, progress)
         else:
             extra = archive_round(round_)
         validate(round_, extra)
@@ -610,6 +635,110 @@ def train_best_of_k(settings: FinetuneSettings, prior: FlowPrior, synth: Synth,
         spreads.append(float(sample_spread(samples).mean()))
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     return {"pool/sampled_best_of_k": float(np.mean(losses)),
+            "pool/sample_spread": float(np.mean(spreads)), "loss/train": float(np.mean(losses))}
+
+
+def sde_mean(prior: FlowPrior, x: Tensor, t: Tensor, embedding: Tensor, h: float,
+             noise: float) -> Tensor:
+    """The mean of one Euler-Maruyama step of length ``h`` of the prior's marginal-preserving
+    SDE from ``x`` ``(B, P)`` at times ``t`` ``(B,)``: ``x + h (v - noise^2 / 2 (x - t v))``."""
+    v = prior.velocity(x, t, embedding)
+    return x + h * (v - 0.5 * noise ** 2 * (x - t[:, None] * v))
+
+
+def sde_std(t: Tensor, h: float, noise: float) -> Tensor:
+    """``(B, 1)`` standard deviation of that step: ``noise * sqrt((1 - t) h)``."""
+    return (noise * torch.sqrt((1.0 - t) * h))[:, None]
+
+
+@torch.no_grad()
+def sde_rollout(prior: FlowPrior, embedding: Tensor, steps: int, noise: float,
+                generator: torch.Generator) -> Tensor:
+    """Trajectories ``(B, steps + 1, P)`` of the SDE from fresh Gaussian noise (row 0) to its
+    end point (row ``steps``, flow space), one per embedding ``(B, E)``."""
+    x = prior.draw_noise(embedding.shape[0], generator)
+    h = 1.0 / steps
+    states = [x]
+    for i in range(steps):
+        t = torch.full((x.shape[0],), i * h, device=x.device)
+        x = (sde_mean(prior, x, t, embedding, h, noise) + sde_std(t, h, noise)
+             * torch.randn(x.shape, generator=generator, device=x.device))
+        states.append(x)
+    return torch.stack(states, dim=1)
+
+
+def sde_log_prob(prior: FlowPrior, embedding: Tensor, states: Tensor, noise: float) -> Tensor:
+    """``(B,)`` log-density of each trajectory of :func:`sde_rollout` under the prior's SDE,
+    up to a constant that does not depend on the weights; differentiable in the weights."""
+    b, n1, p = states.shape
+    steps, h = n1 - 1, 1.0 / (n1 - 1)
+    t = (torch.arange(steps, device=states.device) * h).repeat(b)
+    x, nxt = states[:, :-1].reshape(-1, p), states[:, 1:].reshape(-1, p)
+    mean = sde_mean(prior, x, t, embedding.repeat_interleave(steps, dim=0), h, noise)
+    z = (nxt - mean) / sde_std(t, h, noise)
+    return -0.5 * z.square().sum(dim=1).view(b, steps).sum(dim=1)
+
+
+def group_advantages(d: Tensor) -> Tensor:
+    """``(B, k)`` advantages of distances ``d`` ``(B, k)``: each sound's rewards (``-d``)
+    standardised over its own samples, 0 where they are all equal."""
+    centred = d.mean(dim=1, keepdim=True) - d
+    return centred / d.std(dim=1, keepdim=True).clamp_min(1e-6)
+
+
+def policy_gradient_loss(prior: FlowPrior, synth: Synth, distance: PerceptualDistance,
+                         audio: Tensor, mel: Tensor, k: int, noise: float, steps: int,
+                         generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """The REINFORCE loss of ``objective="policy-gradient"`` on ``(B, T)`` sounds: ``k`` SDE
+    trajectories per sound, their end presets rendered and scored without gradients, and
+    ``-mean(advantage * log-density)``.
+
+    Returns:
+        The loss, and detached ``(B, k)`` distances and ``(B, k, P)`` presets.
+    """
+    b = audio.shape[0]
+    embedding = prior.embed(mel).repeat_interleave(k, dim=0)
+    states = sde_rollout(prior, embedding.detach(), steps, noise, generator)
+    u = prior.to_unit(states[:, -1])
+    with torch.no_grad():
+        owner = torch.arange(b, device=audio.device).repeat_interleave(k)
+        d = distance.distance(distance.features(synth.render(u)),
+                              distance.features(audio).index(owner)).view(b, k)
+    advantage = group_advantages(d).reshape(-1)
+    loss = -(advantage * sde_log_prob(prior, embedding, states, noise)).mean()
+    return loss, d, u.view(b, k, -1)
+
+
+def train_policy_gradient(settings: FinetuneSettings, prior: FlowPrior, synth: Synth,
+                          distance: PerceptualDistance, pool_audio: Tensor, pool_mel: Tensor,
+                          optimizer: torch.optim.Optimizer, batch_gen: torch.Generator,
+                          noise_gen: torch.Generator, progress: bool = True
+                          ) -> dict[str, float]:
+    """One round of ``objective="policy-gradient"``: ``steps_per_round`` updates of
+    :func:`policy_gradient_loss` on random pool sounds. Returns the round's figures:
+    ``pool/sampled_best_of_k`` (the median over its sounds of the best of their SDE samples),
+    ``pool/sampled_mean`` (of the mean) and ``pool/sample_spread``."""
+    prior.train()
+    best, mean, spreads, losses = [], [], [], []
+    bar = tqdm(range(settings.steps_per_round), desc="policy-gradient steps", leave=False,
+               disable=None if progress else True)
+    for _ in bar:
+        i = torch.randint(pool_audio.shape[0], (settings.sounds_per_step,),
+                          generator=batch_gen).to(pool_audio.device)
+        loss, d, samples = policy_gradient_loss(prior, synth, distance, pool_audio[i],
+                                                pool_mel[i], settings.k, settings.sde_noise,
+                                                settings.sde_steps, noise_gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
+        optimizer.step()
+        best.append(d.min(dim=1).values)
+        mean.append(d.mean(dim=1))
+        spreads.append(float(sample_spread(samples).mean()))
+        losses.append(loss.item())
+        bar.set_postfix(best=f"{float(torch.cat(best[-20:]).median()):.3f}")
+    return {"pool/sampled_best_of_k": float(torch.cat(best).median()),
+            "pool/sampled_mean": float(torch.cat(mean).median()),
             "pool/sample_spread": float(np.mean(spreads)), "loss/train": float(np.mean(losses))}
 
 

@@ -295,3 +295,112 @@ def test_best_of_k_refuses_what_it_cannot_use(tmp_path):
     with pytest.raises(ValueError, match="--sounds-per-step must be >= 1"):
         check_settings(FinetuneSettings(prior=str(prior), data=None, synthetic_fraction=0.0,
                                         objective="best-of-k", sounds_per_step=0))
+
+
+class GaussianFlow(torch.nn.Module):
+    """The exact velocity of the conditional optimal-transport path from ``N(0, I)`` to
+    ``N(m, s^2 I)`` (closed form), dressed as a prior for the SDE functions: an oracle whose
+    marginals are known at every time."""
+
+    def __init__(self, m: float, s: float, p: int = 3):
+        super().__init__()
+        self.m, self.s, self.p = m, s, p
+
+    def velocity(self, x, t, embedding):
+        t = t[:, None]
+        var = t ** 2 * self.s ** 2 + (1 - t) ** 2
+        centred = x - t * self.m
+        x1 = self.m + t * self.s ** 2 / var * centred
+        x0 = (1 - t) / var * centred
+        return x1 - x0
+
+    def draw_noise(self, n, generator=None):
+        return torch.randn(n, self.p, generator=generator)
+
+
+def test_the_sde_keeps_the_flows_marginals():
+    """Run as an SDE, an exact flow still ends at its data distribution (the drift's score
+    term is right), at every noise scale; a drift without that term would widen the end."""
+    from synthmatch.agents.prior_finetune import sde_rollout
+
+    flow = GaussianFlow(m=0.4, s=0.3)
+    embedding = torch.zeros(20_000, 1)
+    for noise in (0.3, 1.0):
+        end = sde_rollout(flow, embedding, 200, noise, torch.Generator().manual_seed(0))[:, -1]
+        assert abs(float(end.mean()) - 0.4) < 0.01
+        assert abs(float(end.std()) - 0.3) < 0.01
+    # Without the score term the same noise leaves the end far too wide: the check can fail.
+    gen = torch.Generator().manual_seed(0)
+    x, h = flow.draw_noise(20_000, gen), 1 / 200
+    for i in range(200):
+        t = torch.full((x.shape[0],), i * h)
+        x = x + h * flow.velocity(x, t, None) + torch.sqrt((1 - t[:, None]) * h) * \
+            torch.randn(x.shape, generator=gen)
+    assert float(x.std()) > 0.4
+
+
+def test_sde_log_prob_is_the_steps_gaussian_density_and_reaches_the_weights():
+    """The trajectory log-density is the sum of each step's Gaussian log-density (torch's
+    Normal is the oracle, up to the weights-free constant), and its gradient reaches the
+    encoder and the velocity net."""
+    import math
+
+    import pytest
+
+    pytest.importorskip("flow_matching")
+    from synthmatch.agents.prior_finetune import sde_log_prob, sde_mean, sde_rollout, sde_std
+    from tests.agents.test_prior import tiny_prior
+
+    synth = make_synth("subtractive")
+    prior = tiny_prior(synth, seed=1)
+    for p in prior.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    with torch.no_grad():
+        audio = synth.render(synth.params.sample(2, torch.Generator().manual_seed(2)))
+    embedding = prior.embed(prior.mel(audio))
+    states = sde_rollout(prior, embedding.detach(), 4, 0.7, torch.Generator().manual_seed(3))
+    assert states.shape == (2, 5, prior.config.num_params)
+    logp = sde_log_prob(prior, embedding, states, 0.7)
+    expected = torch.zeros(2)
+    with torch.no_grad():
+        for i in range(4):
+            t = torch.full((2,), i / 4)
+            step = torch.distributions.Normal(
+                sde_mean(prior, states[:, i], t, embedding, 0.25, 0.7),
+                sde_std(t, 0.25, 0.7).expand(-1, states.shape[2]))
+            const = -(0.5 * math.log(2 * math.pi) + step.scale.log()).sum(1)
+            expected += step.log_prob(states[:, i + 1]).sum(1) - const
+    torch.testing.assert_close(logp.detach(), expected, rtol=1e-4, atol=1e-3)
+    logp.sum().backward()
+    for module in (prior.encoder, prior.velocity):
+        assert any(float(p.grad.abs().sum()) > 0 for p in module.parameters()
+                   if p.grad is not None)
+
+
+def test_group_advantages_rank_each_sounds_samples_against_each_other():
+    from synthmatch.agents.prior_finetune import group_advantages
+
+    d = torch.tensor([[1.0, 2.0, 3.0], [10.0, 10.0, 10.0], [0.5, 0.1, 0.3]])
+    a = group_advantages(d)
+    torch.testing.assert_close(a[0], torch.tensor([1.0, 0.0, -1.0]))
+    assert torch.equal(a[1], torch.zeros(3))  # nothing to learn from equal samples
+    assert a[2].argmax() == 1 and abs(float(a[2].sum())) < 1e-6
+
+
+def test_policy_gradient_refuses_what_it_cannot_use(tmp_path):
+    import pytest
+
+    from synthmatch.agents.prior_finetune import FinetuneSettings, check_settings
+
+    prior = tmp_path / "prior.pt"
+    prior.write_bytes(b"")
+    pool_only = {"data": None, "synthetic_fraction": 0.0, "objective": "policy-gradient"}
+    with pytest.raises(ValueError, match="learns from the pool alone"):
+        check_settings(FinetuneSettings(prior=str(prior), objective="policy-gradient",
+                                        data="x", synthetic_fraction=0.5))
+    with pytest.raises(ValueError, match="--k must be >= 2"):
+        check_settings(FinetuneSettings(prior=str(prior), k=1, **pool_only))
+    with pytest.raises(ValueError, match="--sde-noise must be positive"):
+        check_settings(FinetuneSettings(prior=str(prior), sde_noise=0.0, **pool_only))
+    with pytest.raises(ValueError, match="--sde-steps must be >= 1"):
+        check_settings(FinetuneSettings(prior=str(prior), sde_steps=0, **pool_only))

@@ -238,10 +238,11 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
 
 
 @pytest.mark.slow
-def test_finetune_prior_by_the_best_of_k_objective(trained, tmp_path):
-    """--objective best-of-k trains through the synth and sampler on a pool alone: the run
-    validates before and after its round, logs the batches' best-of-k distance and spread,
-    and moves the prior's weights."""
+@pytest.mark.parametrize("objective", ["best-of-k", "policy-gradient"])
+def test_finetune_prior_by_an_objective_on_the_pool_alone(trained, tmp_path, objective):
+    """--objective best-of-k (through the synth and sampler) and policy-gradient (REINFORCE on
+    the SDE) train on a pool alone: the run validates before and after its round, logs the
+    batches' best-of-k distance and spread, and moves the prior's weights."""
     pytest.importorskip("soundfile")
     from synthmatch.agents.prior import FlowPrior
     from synthmatch.leaderboard.suites import write_suite
@@ -257,7 +258,7 @@ def test_finetune_prior_by_the_best_of_k_objective(trained, tmp_path):
     logs = tmp_path / "runs"
     run_script("finetune_prior.py", "--prior", str(prior_path), "--pool", str(pool),
                "--val-pool", "None", "--data", "None", "--synthetic-fraction", "0",
-               "--objective", "best-of-k", "--rounds", "1", "--k", "3", "--steps-per-round",
+               "--objective", objective, "--rounds", "1", "--k", "3", "--steps-per-round",
                "2", "--sounds-per-step", "2", "--val-k", "2", "--in-domain-targets", "3",
                "--log-dir", str(logs), "--run-name", "bok")
     history = json.loads((logs / "bok" / "history.json").read_text())
@@ -267,7 +268,8 @@ def test_finetune_prior_by_the_best_of_k_objective(trained, tmp_path):
     tuned, start = FlowPrior.load(logs / "bok" / "prior.pt"), FlowPrior.load(prior_path)
     assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(),
                                                     start.state_dict().values(), strict=True))
-    assert tuned.finetuned["objective"] == "best-of-k" and tuned.finetuned["round"] == 1
+    assert tuned.finetuned["objective"] == objective and tuned.finetuned["round"] == 1
+    assert ("pool/sampled_mean" in history[1]) == (objective == "policy-gradient")
 
 
 @pytest.mark.slow
