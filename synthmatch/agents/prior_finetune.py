@@ -40,10 +40,17 @@ marginals, ``dx = [v - (s^2 / 2) (x - t v)] dt + s sqrt(1 - t) dW`` (for the con
 optimal-transport path the score is ``-(x - t v) / (1 - t)``; the noise scale ``s sqrt(1 - t)``
 cancels its pole at ``t = 1``), stepped by Euler-Maruyama, so every step is a Gaussian whose
 log-density is exact. Each step draws ``k`` trajectories per pool sound, scores their end
-presets, and ascends the group-normalised reward (each sound's distances standardised over its
-own ``k`` samples, as in GRPO and Flow-GRPO) times the trajectories' log-densities: REINFORCE
-with a per-sound baseline, one update per batch, so it is on-policy. The leaderboard still
-samples with the ODE.
+presets, and ascends advantage times log-density: REINFORCE, one update per batch, so it is
+on-policy. The leaderboard still samples with the ODE. Two advantages:
+
+- ``advantage="mean"``: each sound's rewards standardised over its own ``k`` samples (GRPO,
+  Flow-GRPO): the gradient of the expected reward of one sample;
+- ``advantage="best-of-k"``: each sample's leave-one-out share of its sound's best, the best
+  sample's margin over the runner-up and 0 for the others (divided by the sound's spread of
+  rewards). The best of the others does not depend on a sample, so it is a valid baseline,
+  and this is an unbiased gradient of the expected best of ``k``, the figure the leaderboard
+  reads at ``k`` renders, without the push away from the other samples that narrows the mean
+  objective's draws.
 
 Before the first round and after every round the prior is measured as the leaderboard's
 ``prior`` method would be, the best of ``val_k`` samples, on a validation pool and on held-out
@@ -136,6 +143,9 @@ class FinetuneSettings:
     """policy-gradient: the SDE's noise scale s (its diffusion is s * sqrt(1 - t))"""
     sde_steps: int = 16
     """policy-gradient: Euler-Maruyama steps of the SDE"""
+    advantage: Literal["mean", "best-of-k"] = "mean"
+    """policy-gradient: mean (rewards standardised per sound, the expected reward) or
+    best-of-k (each sample's leave-one-out share of its sound's best, the expected best)"""
     archive_size: int = 1
     """closest presets kept per pool sound over all rounds, each trained on equally often
     (at most --k); 1: the best only"""
@@ -679,16 +689,28 @@ def sde_log_prob(prior: FlowPrior, embedding: Tensor, states: Tensor, noise: flo
     return -0.5 * z.square().sum(dim=1).view(b, steps).sum(dim=1)
 
 
-def group_advantages(d: Tensor) -> Tensor:
-    """``(B, k)`` advantages of distances ``d`` ``(B, k)``: each sound's rewards (``-d``)
-    standardised over its own samples, 0 where they are all equal."""
-    centred = d.mean(dim=1, keepdim=True) - d
-    return centred / d.std(dim=1, keepdim=True).clamp_min(1e-6)
+def group_advantages(d: Tensor, kind: str = "mean") -> Tensor:
+    """``(B, k)`` advantages of distances ``d`` ``(B, k)``, per sound over its own samples and
+    divided by their standard deviation (0 where they are all equal).
+
+    ``kind="mean"``: the rewards (``-d``) centred. ``kind="best-of-k"``: the best's reward
+    minus the best of the others', for each sample (the runner-up's margin for the closest
+    sample, 0 for the rest).
+    """
+    scale = d.std(dim=1, keepdim=True).clamp_min(1e-6)
+    if kind == "mean":
+        return (d.mean(dim=1, keepdim=True) - d) / scale
+    if kind != "best-of-k":
+        raise ValueError(f"unknown advantage {kind!r} (mean or best-of-k)")
+    two = d.topk(2, dim=1, largest=False).values
+    best_of_others = torch.where(d == two[:, :1], two[:, 1:], two[:, :1])
+    return (best_of_others - two[:, :1]) / scale
 
 
 def policy_gradient_loss(prior: FlowPrior, synth: Synth, distance: PerceptualDistance,
                          audio: Tensor, mel: Tensor, k: int, noise: float, steps: int,
-                         generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+                         generator: torch.Generator, advantage: str = "mean"
+                         ) -> tuple[Tensor, Tensor, Tensor]:
     """The REINFORCE loss of ``objective="policy-gradient"`` on ``(B, T)`` sounds: ``k`` SDE
     trajectories per sound, their end presets rendered and scored without gradients, and
     ``-mean(advantage * log-density)``.
@@ -704,8 +726,8 @@ def policy_gradient_loss(prior: FlowPrior, synth: Synth, distance: PerceptualDis
         owner = torch.arange(b, device=audio.device).repeat_interleave(k)
         d = distance.distance(distance.features(synth.render(u)),
                               distance.features(audio).index(owner)).view(b, k)
-    advantage = group_advantages(d).reshape(-1)
-    loss = -(advantage * sde_log_prob(prior, embedding, states, noise)).mean()
+    weight = group_advantages(d, advantage).reshape(-1)
+    loss = -(weight * sde_log_prob(prior, embedding, states, noise)).mean()
     return loss, d, u.view(b, k, -1)
 
 
@@ -727,7 +749,8 @@ def train_policy_gradient(settings: FinetuneSettings, prior: FlowPrior, synth: S
                           generator=batch_gen).to(pool_audio.device)
         loss, d, samples = policy_gradient_loss(prior, synth, distance, pool_audio[i],
                                                 pool_mel[i], settings.k, settings.sde_noise,
-                                                settings.sde_steps, noise_gen)
+                                                settings.sde_steps, noise_gen,
+                                                settings.advantage)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)

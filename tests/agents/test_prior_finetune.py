@@ -385,6 +385,23 @@ def test_group_advantages_rank_each_sounds_samples_against_each_other():
     torch.testing.assert_close(a[0], torch.tensor([1.0, 0.0, -1.0]))
     assert torch.equal(a[1], torch.zeros(3))  # nothing to learn from equal samples
     assert a[2].argmax() == 1 and abs(float(a[2].sum())) < 1e-6
+    # best-of-k: only the closest sample earns, by its margin over the runner-up
+    b = group_advantages(d, "best-of-k")
+    torch.testing.assert_close(b[0], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.equal(b[1], torch.zeros(3))
+    torch.testing.assert_close(b[2], torch.tensor([0.0, 0.2, 0.0]) / d[2].std())
+
+
+def test_best_of_k_advantages_are_each_samples_share_of_the_best():
+    """Brute force as the oracle: each sample's advantage is the group's best reward minus the
+    best reward without that sample, over the group's spread."""
+    from synthmatch.agents.prior_finetune import group_advantages
+
+    d = torch.rand(50, 6, generator=torch.Generator().manual_seed(0))
+    expected = torch.stack([
+        torch.stack([d[b, [j for j in range(6) if j != i]].min() - d[b].min()
+                     for i in range(6)]) for b in range(50)]) / d.std(dim=1, keepdim=True)
+    torch.testing.assert_close(group_advantages(d, "best-of-k"), expected)
 
 
 def test_policy_gradient_refuses_what_it_cannot_use(tmp_path):
