@@ -58,11 +58,14 @@ def packaged_source(path: Path) -> str | None:
 def _shipped_base(out_dir: Path, stem: str, source: str, source_sha256: str,
                   owner: Path, check_items: int) -> tuple[Path, str]:
     """``prior-<stem>.pt`` in ``out_dir``: the float16 copy of ``source``, written unless it
-    is there already; and a line saying which."""
+    is there already (or is ``source`` itself, as for a gate repointed from a shipped one);
+    and a line saying which."""
     base = out_dir / f"prior-{stem}.pt"
     known = packaged_source(base)
     if known is None:
         return base, package_prior(source, base, check_items)
+    if base.is_file() and sha256_file(base) == source_sha256:
+        return base, f"{base}: already the gate's prior"
     if known != source_sha256:
         raise ValueError(f"{base} was made from another prior than the one {owner} was "
                          f"trained with ({source}); package that prior first, or pick another "

@@ -54,6 +54,24 @@ def test_a_packaged_gate_names_its_priors_beside_it(synth, tmp_path):
                 assert got.dtype == w.dtype
                 torch.testing.assert_close(got, w, atol=2e-3, rtol=2e-3)
 
+    # A new fine-tuning behind the shipped router: repointed, it packages into the same place,
+    # keeping the shipped base prior and replacing only the fine-tuned one.
+    from synthmatch.agents.gate import repoint_gate
+
+    newer = tiny_prior(synth, seed=2)
+    newer.config.data = {"synth": synth.name}
+    torch.save(newer.checkpoint(finetuned={"from": "moved", "rounds": 3}),
+               tmp_path / "newer.pt")
+    repoint_gate(tmp_path / "moved" / "gate-easy.pt", tmp_path / "newer.pt",
+                 tmp_path / "repointed" / "gate.pt")
+    base_bytes = (tmp_path / "moved" / "prior-easy.pt").read_bytes()
+    lines = package_gate(tmp_path / "repointed" / "gate.pt", tmp_path / "moved", "easy",
+                         check_items=4)
+    assert "already the gate's prior" in lines[0]
+    assert (tmp_path / "moved" / "prior-easy.pt").read_bytes() == base_bytes
+    method = METHODS["prior-rlft+gate"](tmp_path / "moved" / "gate-easy.pt")
+    assert method.prior.finetuned == {"from": "moved", "rounds": 3}
+
     other = tmp_path / "other"
     other.mkdir()
     torch.save(tuned.checkpoint(finetuned={"from": "x", "rounds": 2}), other / "prior-easy.pt")
