@@ -58,7 +58,10 @@ def preset_to_dict(synth: Synth, params: Tensor, name: str = "") -> dict:
         "name": name,
         "probe": synth.probe.to_dict(),
         "parameters": {
-            spec.name: {"value": float(real[j]), "normalized": float(row[0, j])}
+            # At the box's edges the float64 map can round past a bound (a log range's top:
+            # 0.01 * exp(log(100)) = 1.0000000000000004), which the preset reader refuses.
+            spec.name: {"value": min(max(float(real[j]), spec.min), spec.max),
+                        "normalized": float(row[0, j])}
             for j, spec in enumerate(synth.params)
         },
     }

@@ -133,9 +133,12 @@ def test_the_default_synth_ships_a_gate_between_its_prior_and_a_finetuning(tmp_p
     method = METHODS["prior-rlft+gate+gradient-patience"](path)
     assert method.base_path == default_prior_path("subtractive")
     assert method.prior_path.stat().st_size < 6e6
-    # seed 0 of the leaderboard's fine-tuning, its last round (on the pool alone)
-    assert {k: method.prior.finetuned[k] for k in ("round", "seed", "synthetic_fraction")} \
-        == {"round": 3, "seed": 0, "synthetic_fraction": 0.0}
+    # seed 0 of the leaderboard's fine-tuning: its policy-gradient stage, the round picked
+    # (on the pool alone)
+    assert {k: method.prior.finetuned[k] for k in
+            ("round", "seed", "synthetic_fraction", "objective", "advantage")} \
+        == {"round": 8, "seed": 0, "synthetic_fraction": 0.0, "objective": "policy-gradient",
+            "advantage": "best-of-k"}
     code, _, err = run("match", CROSS, "--method", "prior-rlft+gate+gradient-patience",
                        "--budget", "20", "--out", tmp_path, "--no-progress")
     assert code == 0, err

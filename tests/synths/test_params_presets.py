@@ -121,6 +121,21 @@ def test_preset_round_trip(tmp_path):
     assert torch.equal(synth.render(loaded[None]), synth.render(synth.params.quantize(u[None])))
 
 
+@pytest.mark.parametrize("name", ["subtractive", "fm"])
+@pytest.mark.parametrize("edge", [0.0, 1.0])
+def test_presets_at_the_boxs_edges_load_back(tmp_path, name, edge):
+    """A preset with every parameter at a bound of the box is written inside its ranges (the
+    float64 map can round a log range's top past it) and loads back to the same preset."""
+    synth = make_synth(name)
+    u = torch.full((len(synth.params),), edge)
+    path = save_preset(tmp_path / "p.json", synth, u)
+    for spec in synth.params:
+        value = json.loads(path.read_text())["parameters"][spec.name]["value"]
+        assert spec.min <= value <= spec.max, spec.name
+    torch.testing.assert_close(load_preset(path, synth), synth.params.quantize(u[None])[0],
+                               atol=1e-6, rtol=0)
+
+
 def test_frozen_synth_presets_store_the_full_synth(tmp_path):
     synth = make_synth("subtractive")
     easy = FrozenSynth(synth, ["cutoff_hz", "osc1_shape"], {"resonance": 0.8})
