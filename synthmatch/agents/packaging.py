@@ -64,7 +64,7 @@ def _shipped_base(out_dir: Path, stem: str, source: str, source_sha256: str,
     known = packaged_source(base)
     if known is None:
         return base, package_prior(source, base, check_items)
-    if base.is_file() and sha256_file(base) == source_sha256:
+    if sha256_file(base) == source_sha256:
         return base, f"{base}: already the gate's prior"
     if known != source_sha256:
         raise ValueError(f"{base} was made from another prior than the one {owner} was "

@@ -414,10 +414,17 @@ def best_of_k_loss(prior: FlowPrior, synth: Synth, distance: PerceptualDistance,
     noise = torch.randn(embedding.shape[0], prior.config.num_params, generator=generator,
                         device=prior.device)
     u = prior.to_unit(prior.sample_flow(embedding, noise, enable_grad=True))
-    owner = torch.arange(b, device=audio.device).repeat_interleave(k)
-    d = distance.distance(distance.features(synth.render(u)),
-                          distance.features(audio).index(owner)).view(b, k)
+    d = score_samples(synth, distance, audio, u, k)
     return d.min(dim=1).values.mean(), d.detach(), u.detach().view(b, k, -1)
+
+
+def score_samples(synth: Synth, distance: PerceptualDistance, audio: Tensor, u: Tensor,
+                  k: int) -> Tensor:
+    """``(B, k)`` distances of presets ``u`` ``(B * k, P)``, ``k`` per sound in order, to their
+    sounds ``audio`` ``(B, T)`` (differentiable where the synth is)."""
+    owner = torch.arange(audio.shape[0], device=audio.device).repeat_interleave(k)
+    return distance.distance(distance.features(synth.render(u)),
+                             distance.features(audio).index(owner)).view(-1, k)
 
 
 def refine_archive_gradient(synth: Synth, distance: PerceptualDistance, audio: Tensor,
@@ -620,30 +627,46 @@ def finetune_prior(settings: FinetuneSettings, pool_audio: Tensor,
     return run_dir
 
 
-def train_best_of_k(settings: FinetuneSettings, prior: FlowPrior, synth: Synth,
-                    distance: PerceptualDistance, pool_audio: Tensor, pool_mel: Tensor,
-                    optimizer: torch.optim.Optimizer, batch_gen: torch.Generator,
-                    noise_gen: torch.Generator, progress: bool = True) -> dict[str, float]:
-    """One round of ``objective="best-of-k"``: ``steps_per_round`` steps of
-    :func:`best_of_k_loss` on random pool sounds. Returns the round's training figures:
-    ``pool/sampled_best_of_k`` is here the mean over the round's batches of their sounds'
-    best-of-k distance (the loss), and ``pool/sample_spread`` the samples' spread."""
+def train_on_pool(settings: FinetuneSettings, prior: FlowPrior, step_loss, pool_audio: Tensor,
+                  pool_mel: Tensor, optimizer: torch.optim.Optimizer,
+                  batch_gen: torch.Generator, desc: str, progress: bool = True
+                  ) -> tuple[list[float], Tensor, list[float]]:
+    """``steps_per_round`` updates on ``sounds_per_step`` random pool sounds each, of the loss
+    ``step_loss(audio, mel)`` returns with the batch's ``(B, k)`` distances and ``(B, k, P)``
+    samples. Returns each step's loss, every batch's distances ``(steps * B, k)`` and each
+    step's mean :func:`sample_spread`."""
     prior.train()
-    losses, spreads = [], []
-    bar = tqdm(range(settings.steps_per_round), desc="best-of-k steps", leave=False,
+    losses, distances, spreads = [], [], []
+    bar = tqdm(range(settings.steps_per_round), desc=desc, leave=False,
                disable=None if progress else True)
     for _ in bar:
         i = torch.randint(pool_audio.shape[0], (settings.sounds_per_step,),
                           generator=batch_gen).to(pool_audio.device)
-        loss, _, samples = best_of_k_loss(prior, synth, distance, pool_audio[i], pool_mel[i],
-                                          settings.k, noise_gen)
+        loss, d, samples = step_loss(pool_audio[i], pool_mel[i])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
+        distances.append(d)
         spreads.append(float(sample_spread(samples).mean()))
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        recent = torch.cat(distances[-20:]).min(dim=1).values
+        bar.set_postfix(best=f"{float(recent.median()):.3f}")
+    return losses, torch.cat(distances), spreads
+
+
+def train_best_of_k(settings: FinetuneSettings, prior: FlowPrior, synth: Synth,
+                    distance: PerceptualDistance, pool_audio: Tensor, pool_mel: Tensor,
+                    optimizer: torch.optim.Optimizer, batch_gen: torch.Generator,
+                    noise_gen: torch.Generator, progress: bool = True) -> dict[str, float]:
+    """One round of ``objective="best-of-k"``: :func:`train_on_pool` with
+    :func:`best_of_k_loss`. Returns the round's training figures: ``pool/sampled_best_of_k``
+    is here the mean over the round's batches of their sounds' best-of-k distance (the loss),
+    and ``pool/sample_spread`` the samples' spread."""
+    losses, _, spreads = train_on_pool(
+        settings, prior, lambda audio, mel: best_of_k_loss(prior, synth, distance, audio, mel,
+                                                           settings.k, noise_gen),
+        pool_audio, pool_mel, optimizer, batch_gen, "best-of-k steps", progress)
     return {"pool/sampled_best_of_k": float(np.mean(losses)),
             "pool/sample_spread": float(np.mean(spreads)), "loss/train": float(np.mean(losses))}
 
@@ -723,9 +746,7 @@ def policy_gradient_loss(prior: FlowPrior, synth: Synth, distance: PerceptualDis
     states = sde_rollout(prior, embedding.detach(), steps, noise, generator)
     u = prior.to_unit(states[:, -1])
     with torch.no_grad():
-        owner = torch.arange(b, device=audio.device).repeat_interleave(k)
-        d = distance.distance(distance.features(synth.render(u)),
-                              distance.features(audio).index(owner)).view(b, k)
+        d = score_samples(synth, distance, audio, u, k)
     weight = group_advantages(d, advantage).reshape(-1)
     loss = -(weight * sde_log_prob(prior, embedding, states, noise)).mean()
     return loss, d, u.view(b, k, -1)
@@ -736,32 +757,17 @@ def train_policy_gradient(settings: FinetuneSettings, prior: FlowPrior, synth: S
                           optimizer: torch.optim.Optimizer, batch_gen: torch.Generator,
                           noise_gen: torch.Generator, progress: bool = True
                           ) -> dict[str, float]:
-    """One round of ``objective="policy-gradient"``: ``steps_per_round`` updates of
-    :func:`policy_gradient_loss` on random pool sounds. Returns the round's figures:
-    ``pool/sampled_best_of_k`` (the median over its sounds of the best of their SDE samples),
-    ``pool/sampled_mean`` (of the mean) and ``pool/sample_spread``."""
-    prior.train()
-    best, mean, spreads, losses = [], [], [], []
-    bar = tqdm(range(settings.steps_per_round), desc="policy-gradient steps", leave=False,
-               disable=None if progress else True)
-    for _ in bar:
-        i = torch.randint(pool_audio.shape[0], (settings.sounds_per_step,),
-                          generator=batch_gen).to(pool_audio.device)
-        loss, d, samples = policy_gradient_loss(prior, synth, distance, pool_audio[i],
-                                                pool_mel[i], settings.k, settings.sde_noise,
-                                                settings.sde_steps, noise_gen,
-                                                settings.advantage)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
-        optimizer.step()
-        best.append(d.min(dim=1).values)
-        mean.append(d.mean(dim=1))
-        spreads.append(float(sample_spread(samples).mean()))
-        losses.append(loss.item())
-        bar.set_postfix(best=f"{float(torch.cat(best[-20:]).median()):.3f}")
-    return {"pool/sampled_best_of_k": float(torch.cat(best).median()),
-            "pool/sampled_mean": float(torch.cat(mean).median()),
+    """One round of ``objective="policy-gradient"``: :func:`train_on_pool` with
+    :func:`policy_gradient_loss`. Returns the round's figures: ``pool/sampled_best_of_k`` (the
+    median over its sounds of the best of their SDE samples), ``pool/sampled_mean`` (of the
+    mean) and ``pool/sample_spread``."""
+    losses, d, spreads = train_on_pool(
+        settings, prior, lambda audio, mel: policy_gradient_loss(
+            prior, synth, distance, audio, mel, settings.k, settings.sde_noise,
+            settings.sde_steps, noise_gen, settings.advantage),
+        pool_audio, pool_mel, optimizer, batch_gen, "policy-gradient steps", progress)
+    return {"pool/sampled_best_of_k": float(d.min(dim=1).values.median()),
+            "pool/sampled_mean": float(d.mean(dim=1).median()),
             "pool/sample_spread": float(np.mean(spreads)), "loss/train": float(np.mean(losses))}
 
 
