@@ -4,6 +4,7 @@ probe, and optionally its pitch, each conversion reported in a message."""
 from __future__ import annotations
 
 import math
+import tempfile
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -17,6 +18,13 @@ from synthmatch.envs.targets import prepare_target_audio
 FORMATS = "WAV, FLAC, OGG/Vorbis, AIFF"
 # warnings.catch_warnings changes process-wide state: one preparation at a time records them.
 _WARNINGS = threading.Lock()
+# librosa's pitch tracker compiles numba gufuncs into a cache on disk at its first call in a
+# process. Two processes compiling them at once can leave a mismatched pair of cache files,
+# after which every pitch estimate segfaults (numba/numba#10128, open upstream). So each
+# process's first call holds a lock that every process on the machine shares.
+PYIN_LOCK = Path(tempfile.gettempdir()) / "synthmatch-librosa-pyin.lock"
+_PYIN_FIRST = threading.Lock()
+_pyin_compiled = False
 
 
 @dataclass
@@ -63,14 +71,31 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     return audio, int(rate)
 
 
+def _pyin(clip: np.ndarray, rate: int):
+    """librosa's pyin from C1 to C7, its first call in this process under :data:`PYIN_LOCK`."""
+    import librosa
+
+    global _pyin_compiled
+
+    def track():
+        return librosa.pyin(clip, fmin=librosa.note_to_hz("C1"), fmax=librosa.note_to_hz("C7"),
+                            sr=rate)
+
+    if not _pyin_compiled:
+        from filelock import FileLock
+
+        with _PYIN_FIRST, FileLock(PYIN_LOCK, mode=0o666):  # any user's process
+            result = track()
+            _pyin_compiled = True
+            return result
+    return track()
+
+
 def estimate_midi_pitch(mono: np.ndarray, rate: int) -> int | None:
     """The nearest MIDI note of the median pitch of a sound's voiced frames (librosa's pyin),
     or ``None`` when no frame is voiced."""
-    import librosa
-
     clip = mono[: int(2.0 * rate)].astype(np.float32)  # the probe's length is about a second
-    f0, voiced, _ = librosa.pyin(clip, fmin=librosa.note_to_hz("C1"),
-                                 fmax=librosa.note_to_hz("C7"), sr=rate)
+    f0, voiced, _ = _pyin(clip, rate)
     f0 = f0[voiced & np.isfinite(f0)]
     if f0.size == 0:
         return None

@@ -388,3 +388,31 @@ def test_real_synths_also_write_their_own_preset_file(tmp_path, synth):
     own = {"vst3": "preset.vstpreset", "vital": "preset.vital"}[synth]
     assert (tmp_path / "t000" / own).stat().st_size > 0
     assert "with cmaes" in err  # no suite, no gradients: the search without them
+
+
+def test_the_first_pitch_estimate_in_a_process_holds_the_machine_wide_lock(monkeypatch):
+    # Two processes compiling librosa's pitch tracker at once can corrupt numba's cache
+    # (numba#10128), so the first call waits for any other process's first call.
+    import librosa
+    from filelock import FileLock, Timeout
+
+    from synthmatch.app import targets
+
+    held = []
+
+    def fake_pyin(clip, **kwargs):
+        try:
+            FileLock(targets.PYIN_LOCK).acquire(timeout=0)
+        except Timeout:
+            held.append(True)
+        else:
+            FileLock(targets.PYIN_LOCK).release(force=True)
+            held.append(False)
+        return np.full(4, 220.0), np.ones(4, bool), None
+
+    monkeypatch.setattr(librosa, "pyin", fake_pyin)
+    monkeypatch.setattr(targets, "_pyin_compiled", False)
+    tone = np.zeros(16000, np.float32)
+    assert targets.estimate_midi_pitch(tone, 16000) == 57
+    assert targets.estimate_midi_pitch(tone, 16000) == 57
+    assert held == [True, False]
