@@ -52,6 +52,13 @@ on-policy. The leaderboard still samples with the ODE. Two advantages:
   reads at ``k`` renders, without the push away from the other samples that narrows the mean
   objective's draws.
 
+With ``refine_top`` (and ``refine="gradient"``), each sound's ``refine_top`` closest samples
+are first searched from by Adam for ``refine_steps`` renders, and each is scored by the
+closest preset its run rendered (the rest keep their own distance). The advantage then
+rewards a sample for where a gradient search from it ends, which is what the leaderboard's
+``prior+gradient-patience`` reads, rather than for where it starts: a search from either
+prior's samples ends near the same presets (docs/results.md, tenth session).
+
 Before the first round and after every round the prior is measured as the leaderboard's
 ``prior`` method would be, the best of ``val_k`` samples, on a validation pool and on held-out
 synthetic targets.
@@ -131,6 +138,10 @@ class FinetuneSettings:
     preset through the synth and the distance; differentiable synths)"""
     refine_lr: float = 0.01
     """gradient refinement: Adam's step size (the leaderboard's prior+gradient uses 0.01)"""
+    refine_top: int = 0
+    """policy-gradient with --refine gradient: Adam for --refine-steps renders from each
+    sound's --refine-top closest samples, each scored by the closest preset its run rendered
+    before the advantage is taken (a search's view of its starts); 0: the samples as drawn"""
     objective: Literal["archive", "best-of-k", "policy-gradient"] = "archive"
     """archive: regress the flow on each pool sound's closest preset so far (expert
     iteration); best-of-k: descend the distance of the best of --k samples per sound,
@@ -173,13 +184,21 @@ def check_settings(s: FinetuneSettings) -> None:
         ValueError: a non-positive count or a fraction outside ``[0, 1)``.
         FileNotFoundError: a prior, pool or dataset that is not there.
     """
+    if s.refine_top < 0:
+        raise ValueError(f"--refine-top must be >= 0, got {s.refine_top}")
     require_counts(s, "rounds", "k", "steps_per_round", "batch_size", "val_k",
                    "in_domain_targets", "archive_size", "sounds_per_step", "sde_steps")
+    if s.refine_top and not (s.objective == "policy-gradient" and s.refine == "gradient"
+                             and s.refine_steps > 0 and s.refine_top <= s.k):
+        raise ValueError("--refine-top searches from a policy gradient's samples: it needs "
+                         "--objective policy-gradient --refine gradient, --refine-steps > 0 "
+                         f"and at most --k ({s.k}) samples, got {s.refine_top}")
     if s.objective != "archive" and (s.synthetic_fraction > 0 or s.archive_size > 1
-                                     or s.refine_steps):
+                                     or (s.refine_steps and not s.refine_top)):
         raise ValueError(f"--objective {s.objective} learns from the pool alone and keeps no "
                          "archive: pass --data None --synthetic-fraction 0, and no "
-                         "--archive-size or --refine-steps")
+                         "--archive-size or --refine-steps (policy-gradient takes "
+                         "--refine-steps with --refine-top)")
     if s.objective == "policy-gradient" and s.k < 2:
         raise ValueError("--objective policy-gradient compares each sound's samples with each "
                          f"other: --k must be >= 2, got {s.k}")
@@ -730,16 +749,34 @@ def group_advantages(d: Tensor, kind: str = "mean") -> Tensor:
     return (best_of_others - two[:, :1]) / scale
 
 
+def searched_scores(synth: Synth, distance: PerceptualDistance, audio: Tensor, u: Tensor,
+                    d: Tensor, top: int, steps: int, lr: float) -> Tensor:
+    """``(B, k)`` scores of presets ``u`` ``(B, k, P)`` with distances ``d`` ``(B, k)`` to
+    their sounds ``audio`` ``(B, T)``, as a gradient search from them sees them: each sound's
+    ``top`` closest presets scored by the closest render of ``steps`` renders of Adam from
+    it (:func:`refine_archive_gradient`; never above its own distance), the others by
+    their own distance."""
+    b, k, p = u.shape
+    rank = d.argsort(dim=1)[:, :top]
+    start = u.gather(1, rank[..., None].expand(b, top, p)).reshape(-1, p).clone()
+    start_d = d.gather(1, rank).reshape(-1).clone()
+    refine_archive_gradient(synth, distance, audio.repeat_interleave(top, dim=0), start,
+                            start_d, steps, lr)
+    return d.scatter(1, rank, start_d.view(b, top))
+
+
 def policy_gradient_loss(prior: FlowPrior, synth: Synth, distance: PerceptualDistance,
                          audio: Tensor, mel: Tensor, k: int, noise: float, steps: int,
-                         generator: torch.Generator, advantage: str = "mean"
+                         generator: torch.Generator, advantage: str = "mean",
+                         search: tuple[int, int, float] | None = None
                          ) -> tuple[Tensor, Tensor, Tensor]:
     """The REINFORCE loss of ``objective="policy-gradient"`` on ``(B, T)`` sounds: ``k`` SDE
     trajectories per sound, their end presets rendered and scored without gradients, and
-    ``-mean(advantage * log-density)``.
+    ``-mean(advantage * log-density)``. ``search`` ``(top, steps, lr)``: score them with
+    :func:`searched_scores` instead.
 
     Returns:
-        The loss, and detached ``(B, k)`` distances and ``(B, k, P)`` presets.
+        The loss, and detached ``(B, k)`` scores and ``(B, k, P)`` presets.
     """
     b = audio.shape[0]
     embedding = prior.embed(mel).repeat_interleave(k, dim=0)
@@ -747,6 +784,8 @@ def policy_gradient_loss(prior: FlowPrior, synth: Synth, distance: PerceptualDis
     u = prior.to_unit(states[:, -1])
     with torch.no_grad():
         d = score_samples(synth, distance, audio, u, k)
+    if search is not None:
+        d = searched_scores(synth, distance, audio, u.view(b, k, -1), d, *search)
     weight = group_advantages(d, advantage).reshape(-1)
     loss = -(weight * sde_log_prob(prior, embedding, states, noise)).mean()
     return loss, d, u.view(b, k, -1)
@@ -759,12 +798,14 @@ def train_policy_gradient(settings: FinetuneSettings, prior: FlowPrior, synth: S
                           ) -> dict[str, float]:
     """One round of ``objective="policy-gradient"``: :func:`train_on_pool` with
     :func:`policy_gradient_loss`. Returns the round's figures: ``pool/sampled_best_of_k`` (the
-    median over its sounds of the best of their SDE samples), ``pool/sampled_mean`` (of the
-    mean) and ``pool/sample_spread``."""
+    median over its sounds of the best of their SDE samples' scores, after the search of
+    ``refine_top``), ``pool/sampled_mean`` (of the mean) and ``pool/sample_spread``."""
+    search = ((settings.refine_top, settings.refine_steps, settings.refine_lr)
+              if settings.refine_top else None)
     losses, d, spreads = train_on_pool(
         settings, prior, lambda audio, mel: policy_gradient_loss(
             prior, synth, distance, audio, mel, settings.k, settings.sde_noise,
-            settings.sde_steps, noise_gen, settings.advantage),
+            settings.sde_steps, noise_gen, settings.advantage, search),
         pool_audio, pool_mel, optimizer, batch_gen, "policy-gradient steps", progress)
     return {"pool/sampled_best_of_k": float(d.min(dim=1).values.median()),
             "pool/sampled_mean": float(d.mean(dim=1).median()),

@@ -421,3 +421,65 @@ def test_policy_gradient_refuses_what_it_cannot_use(tmp_path):
         check_settings(FinetuneSettings(prior=str(prior), sde_noise=0.0, **pool_only))
     with pytest.raises(ValueError, match="--sde-steps must be >= 1"):
         check_settings(FinetuneSettings(prior=str(prior), sde_steps=0, **pool_only))
+    # A search from the samples: only for the policy gradient, by Adam, within --k samples.
+    with pytest.raises(ValueError, match="no --archive-size or --refine-steps"):
+        check_settings(FinetuneSettings(prior=str(prior), refine_steps=5, **pool_only))
+    searched = {**pool_only, "refine": "gradient", "refine_steps": 5, "k": 4}
+    for bad in ({"refine_top": 5}, {"refine": "es"}, {"objective": "best-of-k"}):
+        with pytest.raises(ValueError, match="--refine-top searches from"):
+            check_settings(FinetuneSettings(prior=str(prior), **{**searched, "refine_top": 2,
+                                                                 **bad}))
+    with pytest.raises(ValueError, match="--refine-top must be >= 0"):
+        check_settings(FinetuneSettings(prior=str(prior), **searched, refine_top=-1))
+    check_settings(FinetuneSettings(prior=str(prior), **searched, refine_top=2))
+
+
+def test_searched_scores_replace_each_sounds_closest_samples_by_where_adam_ends():
+    """Each sound's ``top`` closest samples are searched from (refine_archive_gradient on
+    those presets alone is the oracle), their scores go back to their own slots, and the
+    other samples keep their own distances."""
+    from synthmatch.agents.prior_finetune import searched_scores
+
+    synth, distance, audio, start, start_d = near_misses(2)
+    gen = torch.Generator().manual_seed(5)
+    u = (start[:, None] + 0.05 * torch.randn(2, 4, start.shape[1], generator=gen)).clamp(0, 1)
+    with torch.no_grad():
+        d = distance(synth.render(u.reshape(8, -1)), audio.repeat_interleave(4, 0)).view(2, 4)
+    scores = searched_scores(synth, distance, audio, u, d, 2, 6, 0.01)
+    top = d.argsort(dim=1)[:, :2]
+    searched = torch.zeros(2, 4, dtype=torch.bool).scatter(1, top, True)
+    assert torch.equal(scores[~searched], d[~searched])
+    for b in range(2):
+        oracle, oracle_d = u[b, top[b]].clone(), d[b, top[b]].clone()
+        refine_archive_gradient(synth, distance, audio[b:b + 1].expand(2, -1), oracle,
+                                oracle_d, 6, 0.01)
+        torch.testing.assert_close(scores[b, top[b]], oracle_d, rtol=1e-4, atol=1e-5)
+    assert torch.all(scores <= d) and bool((scores[searched] < d[searched]).any())
+
+
+def test_policy_gradient_scores_samples_by_the_search_when_asked():
+    """With ``search``, the loss's scores are the searched ones: the same draw, each sound's
+    closest sample lowered by its Adam run, the rest as drawn."""
+    import pytest
+
+    pytest.importorskip("flow_matching")
+    from synthmatch.agents.prior_finetune import policy_gradient_loss
+    from tests.agents.test_prior import tiny_prior
+
+    synth = make_synth("subtractive")
+    distance = PerceptualDistance(synth.sample_rate)
+    prior = tiny_prior(synth, seed=1)
+    with torch.no_grad():
+        audio = synth.render(synth.params.sample(2, torch.Generator().manual_seed(2)))
+    mel = prior.mel(audio)
+    runs = [policy_gradient_loss(prior, synth, distance, audio, mel, 3, 0.7, 4,
+                                 torch.Generator().manual_seed(3), "best-of-k", search)
+            for search in (None, (1, 4, 0.01))]
+    (_, drawn, u0), (loss, searched, u1) = runs
+    assert torch.equal(u0, u1)
+    closest = drawn.argmin(dim=1, keepdim=True)
+    assert torch.all(searched.gather(1, closest) <= drawn.gather(1, closest))
+    assert bool((searched.gather(1, closest) < drawn.gather(1, closest)).any())
+    others = torch.ones_like(drawn, dtype=torch.bool).scatter(1, closest, False)
+    assert torch.equal(searched[others], drawn[others])
+    loss.backward()
