@@ -21,26 +21,22 @@ Usage (from the repository root):
 from __future__ import annotations
 
 import argparse
-import runpy
-import sys
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, required=True,
                         help="samples drawn before the search starts (the shipped 16)")
-    parser.add_argument("leaderboard_args", nargs=argparse.REMAINDER,
-                        help="-- then leaderboard.py's arguments")
+    from _leaderboard import add_leaderboard_args, run_leaderboard
+
+    add_leaderboard_args(parser)
     args = parser.parse_args()
-    if args.leaderboard_args[:1] == ["--"]:
-        args.leaderboard_args = args.leaderboard_args[1:]
     if args.k < 1:
         parser.error(f"--k must be >= 1, got {args.k}")
     from synthmatch.leaderboard.methods import prior
 
     prior.HYBRID_K = args.k
-    sys.argv = ["leaderboard.py", *args.leaderboard_args]
-    runpy.run_path("experiments/leaderboard.py", run_name="__main__")
+    run_leaderboard(args.leaderboard_args)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ Usage (from the repository root):
 from __future__ import annotations
 
 import argparse
-import runpy
-import sys
 
 import torch
 
@@ -55,17 +53,14 @@ def latent_adam_run(lr: float):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lr", type=float, default=0.03, help="Adam's step size in noise units")
-    parser.add_argument("leaderboard_args", nargs=argparse.REMAINDER,
-                        help="-- then leaderboard.py's arguments (with --methods "
-                             "prior+latent-es)")
+    from _leaderboard import add_leaderboard_args, run_leaderboard
+
+    add_leaderboard_args(parser)
     args = parser.parse_args()
-    if args.leaderboard_args[:1] == ["--"]:
-        args.leaderboard_args = args.leaderboard_args[1:]
     from synthmatch.leaderboard.methods.prior import PriorLatentES
 
     PriorLatentES.run = latent_adam_run(args.lr)
-    sys.argv = ["leaderboard.py", *args.leaderboard_args]
-    runpy.run_path("experiments/leaderboard.py", run_name="__main__")
+    run_leaderboard(args.leaderboard_args)
 
 
 if __name__ == "__main__":

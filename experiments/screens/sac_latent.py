@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import runpy
-import sys
 from pathlib import Path
 
 import torch
@@ -58,6 +56,7 @@ def train(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
+    from _leaderboard import run_leaderboard
     from stable_baselines3 import SAC
 
     from synthmatch.leaderboard.methods.prior import PriorLatentES
@@ -71,11 +70,12 @@ def evaluate(args: argparse.Namespace) -> None:
             return STEP_BOUND * torch.tanh(mean + log_std.exp() * eps)
 
     PriorLatentES.step = step
-    sys.argv = ["leaderboard.py", *args.leaderboard_args]
-    runpy.run_path("experiments/leaderboard.py", run_name="__main__")
+    run_leaderboard(args.leaderboard_args)
 
 
 def main() -> None:
+    from _leaderboard import add_leaderboard_args
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train SAC's proposal policy")
@@ -86,14 +86,11 @@ def main() -> None:
     t.add_argument("--prior", default=PRIOR)
     e = sub.add_parser("eval", help="leaderboard.py with the trained actor's steps")
     e.add_argument("--model", type=Path, required=True, help="model.zip of train")
-    e.add_argument("leaderboard_args", nargs=argparse.REMAINDER,
-                   help="-- then leaderboard.py's arguments")
+    add_leaderboard_args(e)
     args = parser.parse_args()
     if args.command == "train":
         train(args)
     else:
-        if args.leaderboard_args[:1] == ["--"]:
-            args.leaderboard_args = args.leaderboard_args[1:]
         evaluate(args)
 
 

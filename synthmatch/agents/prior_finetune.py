@@ -758,8 +758,9 @@ def searched_scores(synth: Synth, distance: PerceptualDistance, audio: Tensor, u
     their own distance."""
     b, k, p = u.shape
     rank = d.argsort(dim=1)[:, :top]
-    start = u.gather(1, rank[..., None].expand(b, top, p)).reshape(-1, p).clone()
-    start_d = d.gather(1, rank).reshape(-1).clone()
+    # gather copies, so the search may update these in place
+    start = u.gather(1, rank[..., None].expand(b, top, p)).reshape(-1, p)
+    start_d = d.gather(1, rank).reshape(-1)
     refine_archive_gradient(synth, distance, audio.repeat_interleave(top, dim=0), start,
                             start_d, steps, lr)
     return d.scatter(1, rank, start_d.view(b, top))
