@@ -2,7 +2,8 @@
 the median best-of-k distance on held-out synthetic targets of the prior's synth and on a
 validation pool (per instrument too), and how far apart each sound's k samples lie (the mean
 per-parameter standard deviation, ``spread_of_<k>``). Each row is one prior (at one sampling
-temperature, the scale of the starting noise), with its change against the first. Nothing
+temperature, the scale of the starting noise, and by one sampler), with its change against
+the first. Nothing
 here reads a benchmark suite.
 
     python experiments/validate_priors.py --help
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 from tqdm.auto import tqdm
@@ -41,6 +42,10 @@ class Args:
     temperatures: list[float] = field(default_factory=lambda: [1.0])
     """scales of the sampling noise, each measured for every prior (1: as trained, as the
     leaderboard samples)"""
+    samplers: list[Literal["midpoint", "sde"]] = field(default_factory=lambda: ["midpoint"])
+    """how samples are drawn, each measured for every prior: midpoint (the flow's ODE, as the
+    leaderboard samples) or sde (the SDE with the same marginals, noise scale 0.7, 16
+    Euler-Maruyama steps: the sampler policy-gradient fine-tuning trains)"""
     seed: int = 1
     """seed of the sampling noise (1: the draw finetune_prior.py's logs use; another seed
     shows how much the figures move between draws)"""
@@ -70,15 +75,21 @@ def main(args: Args) -> None:
         raise ValueError("the priors play different synths or parameters")
     val = load_suite(args.val_pool)
     sources = [t.get("source", "") for t in val.manifest["targets"]]
-    validations = {t: Validation(synth, args.in_domain_targets, val.audio,
-                                 sources if all(sources) else None, tuple(sorted(set(args.ks))),
-                                 temperature=t, seed=args.seed) for t in args.temperatures}
+    validations = {(t, m): Validation(synth, args.in_domain_targets, val.audio,
+                                      sources if all(sources) else None,
+                                      tuple(sorted(set(args.ks))), temperature=t,
+                                      seed=args.seed, method=m)
+                   for t in args.temperatures for m in args.samplers}
     rows = []
     with tqdm(total=len(priors) * len(validations), desc="validate", unit="prior") as bar:
         for path, prior in zip(args.priors, priors, strict=True):
-            for t, validation in validations.items():
+            for (t, m), validation in validations.items():
                 values = validation(prior)
-                label = str(path) if len(validations) == 1 else f"{path} at {t:g}"
+                label = str(path)
+                if len(args.temperatures) > 1:
+                    label += f" at {t:g}"
+                if len(args.samplers) > 1:
+                    label += f" by {m}"
                 rows.append({"prior": label, **{k: v for k, v in values.items()
                                                 if args.only is None or args.only in k}})
                 bar.update()

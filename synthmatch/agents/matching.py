@@ -61,11 +61,12 @@ class OneShotMatcher:
         device: Where prior, synth and scoring run.
         seed: Seed of the sampling noise.
         temperature: Scale of the sampling noise (:meth:`FlowPrior.sample`).
+        method: The sampler (:meth:`FlowPrior.sample`: ``midpoint``, or ``sde``).
     """
 
     def __init__(self, prior: FlowPrior, synth: Synth | None = None, *, k: int = 16,
                  steps: int = 16, device: torch.device | str = "cpu", seed: int = 0,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, method: str = "midpoint"):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.device = torch.device(device)
@@ -76,12 +77,14 @@ class OneShotMatcher:
         self.k = k
         self.steps = steps
         self.temperature = temperature
+        self.method = method
         self.generator = torch.Generator(self.device).manual_seed(seed)
 
     def propose(self, target_audio: Tensor, k: int | None = None) -> Tensor:
         """``(B, k, P)`` prior samples for ``(B, T)`` targets, in the synth's columns."""
         u = self.prior.sample_audio(target_audio.to(self.device), k or self.k, steps=self.steps,
-                                    generator=self.generator, temperature=self.temperature)
+                                    generator=self.generator, temperature=self.temperature,
+                                    method=self.method)
         return u[..., self.columns]
 
     def match(self, target_audio: Tensor) -> MatchResult:

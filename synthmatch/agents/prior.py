@@ -36,6 +36,8 @@ from synthmatch.rewards.features import LogMelSpectrogram
 CHECKPOINT_FORMAT = 1
 # Log-mel values below this (dB) are treated as silence before normalisation.
 MEL_FLOOR_DB = -100.0
+# Noise scale s of the SDE sampler (diffusion s * sqrt(1 - t)): the policy gradient's default.
+SDE_NOISE = 0.7
 
 
 @dataclass
@@ -277,17 +279,21 @@ class FlowPrior(nn.Module):
 
     @torch.no_grad()
     def sample(self, mel_db: Tensor, k: int = 1, *, steps: int = 16, method: str = "midpoint",
-               generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+               generator: torch.Generator | None = None, temperature: float = 1.0,
+               sde_noise: float = SDE_NOISE) -> Tensor:
         """``k`` candidate presets per target log-mel: ``(B, k, P)`` in ``[0, 1]``.
 
         Args:
             mel_db: ``(B, n_mels, frames)`` log-mel in dB (see :meth:`mel`).
             k: Candidates per target.
-            steps: ODE steps (``midpoint`` costs two network calls per step).
-            method: ``ODESolver`` method (``euler``, ``midpoint``...).
-            generator: Draws the starting noise (on the prior's device).
+            steps: ODE steps (``midpoint`` costs two network calls per step), or SDE steps.
+            method: ``ODESolver`` method (``euler``, ``midpoint``...), or ``sde``: the SDE
+                with the flow's marginals (:func:`sde_rollout`), the sampler that
+                policy-gradient fine-tuning trains.
+            generator: Draws the starting noise (on the prior's device), and the SDE's.
             temperature: Scales the starting noise: above 1 spreads the samples wider than
                 the learned distribution, 0 gives one deterministic sample per target.
+            sde_noise: The SDE's noise scale ``s`` (``method="sde"`` only).
         """
         if k < 1 or steps < 1:
             raise ValueError(f"need k >= 1 and steps >= 1, got k={k}, steps={steps}")
@@ -296,8 +302,12 @@ class FlowPrior(nn.Module):
         was_training = self.training
         self.eval()
         embedding = self.embed(mel_db).repeat_interleave(k, dim=0)
-        noise = self.draw_noise(embedding.shape[0], generator)
-        u = self.decode(embedding, temperature * noise, steps=steps, method=method)
+        noise = temperature * self.draw_noise(embedding.shape[0], generator)
+        if method == "sde":
+            end = sde_rollout(self, embedding, steps, sde_noise, generator, start=noise)[:, -1]
+            u = self.to_unit(end)
+        else:
+            u = self.decode(embedding, noise, steps=steps, method=method)
         self.train(was_training)
         return u.reshape(-1, k, self.config.num_params)
 
@@ -352,3 +362,41 @@ class FlowPrior(nn.Module):
             raise ValueError(f"{path} is not a synthmatch prior checkpoint (expected the "
                              "prior.pt or checkpoints/latest.pt that train_prior.py writes)")
         return cls.from_checkpoint(ckpt).to(device).eval()
+
+
+# ---------------------------------------------------------------------- the SDE sampler
+# The flow's probability path x_t = t x_1 + (1 - t) x_0 has score -(x - t v) / (1 - t), so
+# dx = [v - (s^2 / 2)(x - t v)] dt + s sqrt(1 - t) dW has the ODE's marginals for any s (the
+# noise scale cancels the score's pole at t = 1). Euler-Maruyama makes each step Gaussian, so
+# a trajectory's log-density is exact: the stochastic policy that policy-gradient
+# fine-tuning (agents/prior_finetune.py) trains, and what ``FlowPrior.sample(method="sde")``
+# draws from.
+
+def sde_mean(prior: FlowPrior, x: Tensor, t: Tensor, embedding: Tensor, h: float,
+             noise: float) -> Tensor:
+    """The mean of one Euler-Maruyama step of length ``h`` of the prior's marginal-preserving
+    SDE from ``x`` ``(B, P)`` at times ``t`` ``(B,)``: ``x + h (v - noise^2 / 2 (x - t v))``."""
+    v = prior.velocity(x, t, embedding)
+    return x + h * (v - 0.5 * noise ** 2 * (x - t[:, None] * v))
+
+
+def sde_std(t: Tensor, h: float, noise: float) -> Tensor:
+    """``(B, 1)`` standard deviation of that step: ``noise * sqrt((1 - t) h)``."""
+    return (noise * torch.sqrt((1.0 - t) * h))[:, None]
+
+
+@torch.no_grad()
+def sde_rollout(prior: FlowPrior, embedding: Tensor, steps: int, noise: float,
+                generator: torch.Generator | None, start: Tensor | None = None) -> Tensor:
+    """Trajectories ``(B, steps + 1, P)`` of the SDE from Gaussian noise (row 0: ``start``, or
+    drawn from ``generator``) to its end point (row ``steps``, flow space), one per embedding
+    ``(B, E)``."""
+    x = prior.draw_noise(embedding.shape[0], generator) if start is None else start
+    h = 1.0 / steps
+    states = [x]
+    for i in range(steps):
+        t = torch.full((x.shape[0],), i * h, device=x.device)
+        x = (sde_mean(prior, x, t, embedding, h, noise) + sde_std(t, h, noise)
+             * torch.randn(x.shape, generator=generator, device=x.device))
+        states.append(x)
+    return torch.stack(states, dim=1)

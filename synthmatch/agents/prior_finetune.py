@@ -85,7 +85,7 @@ from tqdm.auto import tqdm
 
 from synthmatch.agents.evaluation import HELD_OUT_SEED
 from synthmatch.agents.matching import OneShotMatcher, prior_synth
-from synthmatch.agents.prior import FlowPrior
+from synthmatch.agents.prior import SDE_NOISE, FlowPrior, sde_mean, sde_rollout, sde_std
 from synthmatch.agents.prior_training import save_checkpoint
 from synthmatch.cli import require_counts
 from synthmatch.data.real_sounds import MIN_PEAK_DB, as_stored, draw_sounds
@@ -150,7 +150,7 @@ class FinetuneSettings:
     a per-sound baseline (any synth; the pool alone)"""
     sounds_per_step: int = 8
     """best-of-k and policy-gradient: pool sounds per gradient step (--k samples each)"""
-    sde_noise: float = 0.7
+    sde_noise: float = SDE_NOISE
     """policy-gradient: the SDE's noise scale s (its diffusion is s * sqrt(1 - t))"""
     sde_steps: int = 16
     """policy-gradient: Euler-Maruyama steps of the SDE"""
@@ -238,16 +238,18 @@ def sample_spread(candidates: Tensor) -> Tensor:
 
 class BestOfK:
     """The distance of the best of ``k`` prior samples per sound (fixed noise, scaled by
-    ``temperature``), and the spread of those samples."""
+    ``temperature``, drawn by ``method``), and the spread of those samples."""
 
-    def __init__(self, synth, audio: Tensor, k: int, seed: int, temperature: float = 1.0):
+    def __init__(self, synth, audio: Tensor, k: int, seed: int, temperature: float = 1.0,
+                 method: str = "midpoint"):
         self.synth, self.audio, self.k, self.seed = synth, audio, k, seed
-        self.temperature = temperature
+        self.temperature, self.method = temperature, method
 
     def __call__(self, prior: FlowPrior) -> tuple[Tensor, Tensor]:
         """``(N,)`` distances and ``(N,)`` :func:`sample_spread`, one each per sound."""
         matcher = OneShotMatcher(prior, self.synth, k=self.k, device=prior.device,
-                                 seed=self.seed, temperature=self.temperature)
+                                 seed=self.seed, temperature=self.temperature,
+                                 method=self.method)
         results = [matcher.match(self.audio[i:i + SAMPLE_CHUNK])
                    for i in range(0, self.audio.shape[0], SAMPLE_CHUNK)]
         return (torch.cat([r.distance for r in results]),
@@ -292,18 +294,20 @@ class Validation:
             leaderboard samples it).
         seed: Seed of the sampling noise (the same draw for every prior measured; the
             fine-tuning logs use 1).
+        method: The sampler (:meth:`FlowPrior.sample`; ``midpoint``, the ODE the leaderboard
+            samples by, or ``sde``).
     """
 
     def __init__(self, synth: Synth, in_domain_targets: int, val_audio: Tensor | None,
                  val_sources: list[str] | None, ks: tuple[int, ...], temperature: float = 1.0,
-                 seed: int = 1):
+                 seed: int = 1, method: str = "midpoint"):
         if val_sources is not None and (val_audio is None or len(val_sources) != len(val_audio)):
             raise ValueError("val_sources needs one source per validation sound")
         device = synth.device
         audio = {"in_domain": validation_targets(synth, in_domain_targets).to(device)}
         if val_audio is not None:
             audio["val_pool"] = val_audio.to(device)
-        self.checks = {(key, k): BestOfK(synth, a, k, seed, temperature)
+        self.checks = {(key, k): BestOfK(synth, a, k, seed, temperature, method)
                        for key, a in audio.items() for k in ks}
         self.sources = val_sources
 
@@ -688,35 +692,6 @@ def train_best_of_k(settings: FinetuneSettings, prior: FlowPrior, synth: Synth,
         pool_audio, pool_mel, optimizer, batch_gen, "best-of-k steps", progress)
     return {"pool/sampled_best_of_k": float(np.mean(losses)),
             "pool/sample_spread": float(np.mean(spreads)), "loss/train": float(np.mean(losses))}
-
-
-def sde_mean(prior: FlowPrior, x: Tensor, t: Tensor, embedding: Tensor, h: float,
-             noise: float) -> Tensor:
-    """The mean of one Euler-Maruyama step of length ``h`` of the prior's marginal-preserving
-    SDE from ``x`` ``(B, P)`` at times ``t`` ``(B,)``: ``x + h (v - noise^2 / 2 (x - t v))``."""
-    v = prior.velocity(x, t, embedding)
-    return x + h * (v - 0.5 * noise ** 2 * (x - t[:, None] * v))
-
-
-def sde_std(t: Tensor, h: float, noise: float) -> Tensor:
-    """``(B, 1)`` standard deviation of that step: ``noise * sqrt((1 - t) h)``."""
-    return (noise * torch.sqrt((1.0 - t) * h))[:, None]
-
-
-@torch.no_grad()
-def sde_rollout(prior: FlowPrior, embedding: Tensor, steps: int, noise: float,
-                generator: torch.Generator) -> Tensor:
-    """Trajectories ``(B, steps + 1, P)`` of the SDE from fresh Gaussian noise (row 0) to its
-    end point (row ``steps``, flow space), one per embedding ``(B, E)``."""
-    x = prior.draw_noise(embedding.shape[0], generator)
-    h = 1.0 / steps
-    states = [x]
-    for i in range(steps):
-        t = torch.full((x.shape[0],), i * h, device=x.device)
-        x = (sde_mean(prior, x, t, embedding, h, noise) + sde_std(t, h, noise)
-             * torch.randn(x.shape, generator=generator, device=x.device))
-        states.append(x)
-    return torch.stack(states, dim=1)
 
 
 def sde_log_prob(prior: FlowPrior, embedding: Tensor, states: Tensor, noise: float) -> Tensor:

@@ -98,6 +98,30 @@ def test_samples_have_the_right_shape_range_and_discrete_steps(subtractive):
         prior.sample_audio(audio[:, :100])
 
 
+def test_sde_sampler_ends_its_trajectories_and_differs_from_the_ode(subtractive):
+    """``method="sde"`` draws the starting noise as the ODE does, then steps the SDE with the
+    same generator: its samples are :func:`sde_rollout`'s end points, made valid presets."""
+    from synthmatch.agents.prior import sde_rollout
+
+    prior = tiny_prior(subtractive)
+    for p in prior.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    audio = subtractive.render(subtractive.params.sample(2, torch.Generator().manual_seed(1)))
+    u = prior.sample_audio(audio, k=3, steps=4, method="sde", sde_noise=0.5,
+                           generator=torch.Generator().manual_seed(0))
+    assert u.shape == (2, 3, prior.config.num_params) and u.min() >= 0 and u.max() <= 1
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        embedding = prior.embed(prior.mel(audio)).repeat_interleave(3, 0)
+        end = sde_rollout(prior, embedding, 4, 0.5, gen,
+                          start=prior.draw_noise(6, gen))[:, -1]
+    torch.testing.assert_close(u, prior.to_unit(end).reshape(2, 3, -1))
+    ode = prior.sample_audio(audio, k=3, steps=4, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(u, ode)
+    matcher = OneShotMatcher(prior, subtractive, k=3, steps=4, method="sde")
+    assert matcher.propose(audio).shape == (2, 3, len(subtractive.params))
+
+
 def test_checkpoint_round_trip_loads_with_weights_only(subtractive, tmp_path):
     prior = tiny_prior(subtractive, seed=3)
     for p in prior.parameters():  # make every weight matter, zero-initialised ones too

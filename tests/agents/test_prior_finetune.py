@@ -321,7 +321,7 @@ class GaussianFlow(torch.nn.Module):
 def test_the_sde_keeps_the_flows_marginals():
     """Run as an SDE, an exact flow still ends at its data distribution (the drift's score
     term is right), at every noise scale; a drift without that term would widen the end."""
-    from synthmatch.agents.prior_finetune import sde_rollout
+    from synthmatch.agents.prior import sde_rollout
 
     flow = GaussianFlow(m=0.4, s=0.3)
     embedding = torch.zeros(20_000, 1)
@@ -348,7 +348,8 @@ def test_sde_log_prob_is_the_steps_gaussian_density_and_reaches_the_weights():
     import pytest
 
     pytest.importorskip("flow_matching")
-    from synthmatch.agents.prior_finetune import sde_log_prob, sde_mean, sde_rollout, sde_std
+    from synthmatch.agents.prior import sde_mean, sde_rollout, sde_std
+    from synthmatch.agents.prior_finetune import sde_log_prob
     from tests.agents.test_prior import tiny_prior
 
     synth = make_synth("subtractive")

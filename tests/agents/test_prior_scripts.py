@@ -218,13 +218,17 @@ def test_finetune_prior_learns_from_sounds_without_parameters(trained, dataset, 
     # The same figures for any priors, one row each, filtered by name.
     table = run_script("validate_priors.py", str(prior_path), str(logs / "ft" / "prior.pt"),
                        "--val-pool", str(pools["val"]), "--in-domain-targets", "3", "--ks", "1",
-                       "2", "--only", "spread", "--temperatures", "1", "0").stdout
+                       "2", "--only", "spread", "--temperatures", "1", "0",
+                       "--samplers", "midpoint", "sde").stdout
     assert ("| prior | in_domain_spread_of_2 | val_pool_spread_of_2 | val_pool_a_spread_of_2 |"
             in table)
-    assert f"| {logs / 'ft' / 'prior.pt'} at 1 | " in table and "best_of" not in table
-    # Temperature 0 draws one deterministic sample per sound: no spread at all.
-    cold = next(line for line in table.splitlines() if f"{prior_path} at 0 |" in line)
+    assert f"| {logs / 'ft' / 'prior.pt'} at 1 by sde | " in table and "best_of" not in table
+    # Temperature 0 draws one deterministic sample per sound by the ODE: no spread at all;
+    # the SDE still spreads them by its own noise along the way.
+    cold = next(line for line in table.splitlines() if f"{prior_path} at 0 by midpoint |" in line)
     assert cold.count("| 0.000 (-100.0%)") == 4, cold
+    cold_sde = next(line for line in table.splitlines() if f"{prior_path} at 0 by sde |" in line)
+    assert "| 0.000 (" not in cold_sde, cold_sde
     # Another seed is another draw of the same priors' samples.
     draws = [run_script("validate_priors.py", str(prior_path), "--val-pool", str(pools["val"]),
                         "--in-domain-targets", "3", "--ks", "2", "--only", "val_pool_best",
