@@ -452,7 +452,7 @@ def score_samples(synth: Synth, distance: PerceptualDistance, audio: Tensor, u: 
 
 def refine_archive_gradient(synth: Synth, distance: PerceptualDistance, audio: Tensor,
                             archive: Tensor, archive_d: Tensor, steps: int,
-                            lr: float) -> None:
+                            lr: float, owner: Tensor | None = None) -> None:
     """Adam from each sound's archived preset through the differentiable synth and distance,
     projected onto ``[0, 1]``, in place: ``steps`` renders per sound, each sound keeping the
     closest preset it rendered (so the archive only gets closer). The search is
@@ -467,15 +467,21 @@ def refine_archive_gradient(synth: Synth, distance: PerceptualDistance, audio: T
         archive_d: ``(N,)`` its distance (updated; only ever lower).
         steps: Renders per sound.
         lr: Adam's step size.
+        owner: ``(M,)`` the sound of each of ``M`` archive rows, for several rows per sound
+            (their features are computed once); default: row ``i`` is sound ``i``.
     """
     from synthmatch.agents.restarts import RestartingAdam, render_with_grad
 
     if not synth.differentiable:
         raise ValueError(f"gradient refinement needs a differentiable synth, not {synth.name}")
-    for i in range(0, audio.shape[0], SAMPLE_CHUNK):
+    for i in range(0, archive.shape[0], SAMPLE_CHUNK):
         rows = slice(i, i + SAMPLE_CHUNK)
         with torch.no_grad():
-            target = distance.features(audio[rows])
+            if owner is None:
+                target = distance.features(audio[rows])
+            else:
+                sounds, which = owner[rows].unique(return_inverse=True)
+                target = distance.features(audio[sounds]).index(which)
         x, d = archive[rows].clone(), archive_d[rows].clone()
         search = RestartingAdam(x[:, None], d[:, None], lr)
         never = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -736,8 +742,8 @@ def searched_scores(synth: Synth, distance: PerceptualDistance, audio: Tensor, u
     # gather copies, so the search may update these in place
     start = u.gather(1, rank[..., None].expand(b, top, p)).reshape(-1, p)
     start_d = d.gather(1, rank).reshape(-1)
-    refine_archive_gradient(synth, distance, audio.repeat_interleave(top, dim=0), start,
-                            start_d, steps, lr)
+    owner = torch.arange(b, device=u.device).repeat_interleave(top)
+    refine_archive_gradient(synth, distance, audio, start, start_d, steps, lr, owner)
     return d.scatter(1, rank, start_d.view(b, top))
 
 
