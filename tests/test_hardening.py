@@ -170,6 +170,8 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import zipfile  # noqa: E402
 
+from tests.inprocess import run_in_process  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_PPO = ["--n-steps", "16", "--batch-size", "32", "--n-epochs", "1", "--num-envs", "4",
             "--eval-targets", "2", "--checkpoint-every", "64", "--media-every", "64"]
@@ -301,23 +303,12 @@ if not __import__("torch").cuda.is_available():
 
 @pytest.mark.parametrize("name,args,match", [r[1:] for r in SCRIPT_ERRORS],
                          ids=[r[0] for r in SCRIPT_ERRORS])
-def test_script_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys,
-                                                                name, args, match):
-    # In-process (the scripts' own main and Args through synthmatch.cli.run), to save the
-    # interpreter start-up per row; the subprocess rows above and below cover the wiring.
-    from synthmatch.cli import run
-    from tests.data.helpers import load_script
-
-    module = load_script(name)
+def test_script_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, name, args, match):
+    # In-process (each script run as __main__), to save the interpreter start-up per row;
+    # the subprocess rows above and below cover the wiring.
     if name.startswith("train"):
         args = [*args, "--log-dir", str(tmp_path / "runs")]
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", [name, *args])
-    with pytest.raises(SystemExit) as exit_info:
-        run(module.main, module.Args, name)
-    err = capsys.readouterr().err
-    result = subprocess.CompletedProcess(name, exit_info.value.code, "", err)
-    assert_one_line_error(result, match)
+    assert_one_line_error(run_in_process(name, *args, cwd=tmp_path), match)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -427,35 +418,16 @@ def small_dataset(tmp_path_factory):
     return root
 
 
-def run_in_process(name, args, tmp_path, monkeypatch, capsys, errors=()):
-    from synthmatch.cli import run
-    from tests.data.helpers import load_script
-
-    module = load_script(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        run(module.main, getattr(module, "Args", None) or module.PriorSettings, name, errors)
-    return subprocess.CompletedProcess(name, exit_info.value.code, "", capsys.readouterr().err)
-
-
-def test_train_prior_refuses_a_negative_budget(tmp_path, monkeypatch, capsys, small_dataset):
-    from synthmatch.data import DatasetError
-
-    result = run_in_process("train_prior.py", ["--data", small_dataset, "--steps", "-5",
-                                               "--log-dir", tmp_path / "runs"],
-                            tmp_path, monkeypatch, capsys, (DatasetError,))
+def test_train_prior_refuses_a_negative_budget(tmp_path, small_dataset):
+    result = run_in_process("train_prior.py", "--data", small_dataset, "--steps", "-5",
+                            "--log-dir", tmp_path / "runs", cwd=tmp_path)
     assert_one_line_error(result, "--steps must be >= 1")
     assert not (tmp_path / "runs").exists()
 
 
-def test_train_prior_refuses_a_dataset_without_validation_items(tmp_path, monkeypatch, capsys,
-                                                                 small_dataset):
-    from synthmatch.data import DatasetError
-
-    result = run_in_process("train_prior.py", ["--data", small_dataset, "--steps", "2",
-                                               "--log-dir", tmp_path / "runs"],
-                            tmp_path, monkeypatch, capsys, (DatasetError,))
+def test_train_prior_refuses_a_dataset_without_validation_items(tmp_path, small_dataset):
+    result = run_in_process("train_prior.py", "--data", small_dataset, "--steps", "2",
+                            "--log-dir", tmp_path / "runs", cwd=tmp_path)
     assert_one_line_error(result, "has no validation items")
     assert not (tmp_path / "runs").exists()
 
@@ -551,8 +523,7 @@ def test_vst3_workers_in_a_script_without_a_main_guard_say_what_is_missing(tmp_p
     assert 'has no `if __name__ == "__main__":` guard' in result.stderr
 
 
-def test_a_warm_start_prior_of_another_synth_is_refused_before_training(tmp_path, monkeypatch,
-                                                                         capsys):
+def test_a_warm_start_prior_of_another_synth_is_refused_before_training(tmp_path):
     pytest.importorskip("flow_matching")
     import torch
 
@@ -561,10 +532,9 @@ def test_a_warm_start_prior_of_another_synth_is_refused_before_training(tmp_path
 
     prior_path = tmp_path / "fm_prior.pt"
     torch.save(tiny_prior(make_synth("fm")).checkpoint(), prior_path)
-    result = run_in_process("train_ppo.py", ["--env-id", "SynthMatch-v0", "--warm-start",
-                                             prior_path, "--total-timesteps", "32",
-                                             "--log-dir", tmp_path / "runs"],
-                            tmp_path, monkeypatch, capsys)
+    result = run_in_process("train_ppo.py", "--env-id", "SynthMatch-v0", "--warm-start",
+                            prior_path, "--total-timesteps", "32", "--log-dir",
+                            tmp_path / "runs", cwd=tmp_path)
     assert_one_line_error(result, "the prior does not know parameter(s)")
     assert not (tmp_path / "runs").exists()
 

@@ -19,7 +19,8 @@ import pytest
 
 from synthmatch.data import DatasetConfig, shard_name, write_dataset
 from synthmatch.distributed import RAY_EXTRA
-from tests.data.helpers import ROOT, assert_same_shards, load_script, run_script, shard_arrays
+from tests.data.helpers import ROOT, assert_same_shards, load_script, shard_arrays
+from tests.inprocess import run_in_process
 
 # Four shards of 128 presets, each rendered in four calls: long enough to be caught mid-write.
 CONFIG = DatasetConfig(synth="subtractive", n=512, shard_size=128, render_batch=32,
@@ -280,5 +281,5 @@ def test_ray_flag_without_ray_is_one_line_naming_the_extra(tmp_path):
 
 def test_help_names_the_ray_flags():
     for script in ("make_dataset.py", "leaderboard.py", "sweep.py"):
-        result = run_script(script, "--help")
+        result = run_in_process(script, "--help")
         assert result.returncode == 0 and "--ray-address" in result.stdout, script

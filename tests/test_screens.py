@@ -9,8 +9,9 @@ from synthmatch.leaderboard.methods.base import MatchTask
 from synthmatch.leaderboard.methods.prior import PriorLatentES
 from synthmatch.rewards.perceptual import PerceptualDistance
 from tests.agents.test_critic import subtractive_prior
-from tests.agents.test_training import ROOT, run_script
+from tests.agents.test_training import ROOT
 from tests.data.helpers import load_script
+from tests.inprocess import run_in_process
 
 
 def test_every_screen_answers_help():
@@ -18,7 +19,7 @@ def test_every_screen_answers_help():
                      if not p.name.startswith("_"))  # _leaderboard.py: their shared helper
     assert screens
     for path in screens:
-        assert "usage" in run_script(f"screens/{path.name}", "--help").stdout, path.name
+        assert "usage" in run_in_process(f"screens/{path.name}", "--help").stdout, path.name
 
 
 def test_fitted_rule_applies_the_other_halfs_best_scale_per_tercile():

@@ -17,6 +17,7 @@ import torch
 from synthmatch.agents.torch_ppo import Agent, gae
 from tests.agents.test_training import ROOT, tags
 from tests.conftest import cuda
+from tests.inprocess import run_in_process
 
 SCRIPT = ROOT / "experiments" / "ppo_gpu.py"
 # 4 envs for 64 steps each: every episode is truncated at the registry's 50 steps once.
@@ -146,7 +147,9 @@ def test_resume_refuses_a_flag_that_contradicts_the_run(run):
     (["--resume", "missing.pt"], "no checkpoint at missing.pt"),
 ])
 def test_user_mistakes_are_one_line_errors(flags, message):
-    result = ppo_gpu(*flags, check=False)
+    # In-process, to save the interpreter start-up per row; test_cuda_without_cuda_says_so
+    # and the runs above go through a fresh interpreter.
+    result = run_in_process(SCRIPT, *flags)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -159,7 +162,7 @@ def test_cuda_without_cuda_says_so():
 
 
 def test_help():
-    assert "--num-envs" in ppo_gpu("--help").stdout
+    assert "--num-envs" in run_in_process(SCRIPT, "--help").stdout
 
 
 def test_agent_starts_with_near_zero_actions_and_the_given_std():

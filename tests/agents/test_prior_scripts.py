@@ -14,6 +14,7 @@ import torch
 
 from tests.agents.test_training import ROOT, run_script, tags
 from tests.conftest import INTERRUPTIBLE
+from tests.inprocess import run_in_process
 
 pytest.importorskip("flow_matching")
 pytest.importorskip("h5py")
@@ -130,7 +131,8 @@ def test_prior_scripts_have_help_and_fail_clearly(tmp_path):
                  "pick_round.py", "interpolate_prior.py", "make_sound_pool.py",
                  "train_critic.py", "train_restarts.py", "validate_priors.py",
                  "package_prior.py", "package_match.py"):
-        assert "usage" in run_script(name, "--help").stdout
+        assert "usage" in run_in_process(name, "--help").stdout
+    # One real subprocess: the exit code and the one line from a fresh interpreter.
     no_gate = subprocess.run([sys.executable, str(ROOT / "experiments/package_match.py"),
                               "--gate", str(tmp_path / "nope.pt"), "--out-dir",
                               str(tmp_path / "out")],
@@ -138,13 +140,9 @@ def test_prior_scripts_have_help_and_fail_clearly(tmp_path):
     assert no_gate.returncode == 2 and "Traceback" not in no_gate.stderr, no_gate.stderr
     assert "no gate checkpoint at" in no_gate.stderr
     assert not (tmp_path / "out").exists()
-    missing = subprocess.run([sys.executable, str(ROOT / "experiments/train_prior.py"),
-                              "--resume", str(tmp_path / "nope.pt")],
-                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    missing = run_in_process("train_prior.py", "--resume", tmp_path / "nope.pt")
     assert missing.returncode != 0 and "no checkpoint" in missing.stderr
-    no_data = subprocess.run([sys.executable, str(ROOT / "experiments/train_prior.py"),
-                              "--data", str(tmp_path / "nowhere")],
-                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    no_data = run_in_process("train_prior.py", "--data", tmp_path / "nowhere")
     assert no_data.returncode != 0 and "make a dataset" in no_data.stderr
     assert "Traceback" not in no_data.stderr
 

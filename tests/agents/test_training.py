@@ -118,8 +118,10 @@ def test_ctrl_c_leaves_a_readable_checkpoint(tmp_path):
 
 
 def test_scripts_have_help():
+    from tests.inprocess import run_in_process
+
     for name in ("train_ppo.py", "train_sac.py", "evaluate.py"):
-        assert "usage" in run_script(name, "--help").stdout
+        assert "usage" in run_in_process(name, "--help").stdout
 
 
 def test_resume_from_a_missing_checkpoint_fails_clearly(tmp_path):

@@ -36,7 +36,7 @@ CROSS = SUITES / "cross-vst3" / "audio" / "t000.flac"
 
 
 def run(*args) -> tuple[int, str, str]:
-    """The console command, in-process (exit code, stdout, stderr)."""
+    """The console command, as a subprocess (exit code, stdout, stderr)."""
     result = subprocess.run([sys.executable, "-m", "synthmatch.app.cli", *map(str, args)],
                             capture_output=True, text=True, timeout=300)
     return result.returncode, result.stdout, result.stderr
@@ -253,10 +253,12 @@ def _errors(tmp: Path) -> list[tuple[str, list, str]]:
 
 
 def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path):
+    from tests.inprocess import run_in_process
+
     for name, args, match in _errors(tmp_path):
-        code, _, err = run(*args, "--out", tmp_path / "out") if args[0] == "match" else \
-            run(*args)
-        one_line_error(code, err, match)
+        result = run_in_process(cli.main, *args, "--out", tmp_path / "out") \
+            if args[0] == "match" else run_in_process(cli.main, *args)
+        one_line_error(result.returncode, result.stderr, match)
         assert not (tmp_path / "out").exists(), name
 
 

@@ -20,7 +20,8 @@ from synthmatch.data import (
     write_dataset,
 )
 from synthmatch.envs.registration import TASKS
-from tests.data.helpers import h5py, load_script, run_script
+from tests.data.helpers import h5py, load_script
+from tests.inprocess import run_in_process
 
 make_dataset = load_script("make_dataset.py")
 check_script = load_script("check_dataset.py")
@@ -198,7 +199,7 @@ def test_make_dataset_errors_exit_2_with_a_message(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["make_dataset.py", "check_dataset.py"])
 def test_help(script):
-    result = run_script(script, "--help", timeout=60)
+    result = run_in_process(script, "--help")
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout
     expected = "--env-id" if script == "make_dataset.py" else "dataset directory"

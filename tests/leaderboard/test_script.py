@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.data.helpers import run_script
+from tests.inprocess import run_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,8 +121,8 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
 
 def test_help_and_clear_errors(tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
-    assert run_script("leaderboard.py", "--help").returncode == 0
-    assert run_script("compare_methods.py", "--help").returncode == 0
+    assert run_script("leaderboard.py", "--help").returncode == 0  # a fresh interpreter too
+    assert run_in_process("compare_methods.py", "--help").returncode == 0
     for args, message in [
         (["--suites", "bench-v9/x"], "unknown suite 'bench-v9/x'"),
         (["--suites", "bench-v1/quick", "--methods", "magic"], "unknown method(s) ['magic']"),
@@ -133,7 +134,7 @@ def test_help_and_clear_errors(tmp_path):
          "--rankings: no leaderboard results for bench-v1/"),
         (["--methods", "--doc", str(tmp_path / "a_file" / "page.md")], "--doc: "),
     ]:
-        result = run_script("leaderboard.py", *args, "--out", str(tmp_path))
+        result = run_in_process("leaderboard.py", *args, "--out", str(tmp_path))
         assert result.returncode == 2, result.stderr
         assert result.stderr.strip().startswith("leaderboard.py: error: ")
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

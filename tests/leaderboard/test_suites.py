@@ -99,12 +99,13 @@ def test_write_suite_round_trips_and_never_overwrites(tmp_path):
 
 def test_make_suites_leaves_published_suites_alone_and_refuses_unknown_ones():
     from tests.data.helpers import run_script
+    from tests.inprocess import run_in_process
 
-    assert run_script("make_suites.py", "--help").returncode == 0
-    kept = run_script("make_suites.py", "--suites", "quick")
+    assert run_in_process("make_suites.py", "--help").returncode == 0
+    kept = run_script("make_suites.py", "--suites", "quick")  # a fresh interpreter too
     assert kept.returncode == 0 and "bench-v1/quick exists: left as it is" in kept.stdout
     assert load_suite("bench-v1/quick").manifest["seed_range"] == [23_000_000, 23_000_005]
-    bad = run_script("make_suites.py", "--suites", "nope")
+    bad = run_in_process("make_suites.py", "--suites", "nope")
     assert bad.returncode == 2 and "unknown suite(s) ['nope']" in bad.stderr
 
 
