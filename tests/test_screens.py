@@ -73,3 +73,25 @@ def test_latent_adam_starts_at_the_kept_sample_and_moves_its_noise_downhill(tmp_
     torch.testing.assert_close(adam.history_params[:, 16], adam.history_params[[0, 1], best])
     # Later renders differ from it: the gradient reached the noise and moved it.
     assert not torch.allclose(adam.history_params[:, 17], adam.history_params[:, 16])
+
+
+def test_score_adams_score_is_the_noised_posteriors_and_its_pull_is_relative():
+    """The score the score-guided screen adds is that of the flow's marginal at time t (an
+    exact Gaussian flow is the oracle: N(t m, t^2 s^2 + (1 - t)^2)), and its pull has
+    ``weight`` times the distance gradient's size, row by row (0: the shipped step)."""
+    from tests.agents.test_prior_finetune import GaussianFlow
+
+    score_adam = load_script("screens/score_adam.py")
+    flow = GaussianFlow(m=0.4, s=0.3)
+    flow.device = torch.device("cpu")
+    u = torch.rand(5, 3, generator=torch.Generator().manual_seed(0))
+    t = 0.9
+    x = 2 * u - 1
+    expected = -(x - t * 0.4) / (t ** 2 * 0.3 ** 2 + (1 - t) ** 2)
+    torch.testing.assert_close(score_adam.box_score(flow, None, u, t), expected)
+    grad = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(score_adam.guide(grad, expected, 0.0), grad)
+    pull = grad - score_adam.guide(grad, expected, 0.3)
+    torch.testing.assert_close(pull.norm(dim=1), 0.3 * grad.norm(dim=1))
+    cos = torch.nn.functional.cosine_similarity(pull, expected, dim=1)
+    torch.testing.assert_close(cos, torch.ones(5))
