@@ -44,17 +44,18 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
                for v in errors["methods"].values())
     for png in ("_curve.png", "_grid.png"):
         assert (out / f"bench-v1__quick{png}").stat().st_size > 1000
-    # A second run reads every chunk from the cache and gives the same table.
+    # A second run reads every chunk from the cache and gives the same table (in-process:
+    # the first and the --update runs below are the subprocesses).
     doc = tmp_path / "docs" / "leaderboard.md"
-    again = run_script("leaderboard.py", *QUICK, "--out", str(out), "--doc", str(doc))
+    again = run_in_process("leaderboard.py", *QUICK, "--out", str(out), "--doc", str(doc))
     assert again.returncode == 0 and stem.with_suffix(".md").read_text() == table
     page = doc.read_text()
     assert "## bench-v1/quick (6 targets)" in page and "--budgets 1 4" in page
     assert "](../lb/bench-v1__quick_curve.png)" in page
     # Paired comparisons read the per-target distances the JSON keeps.
     assert set(data["summaries"][0]["target_distances"]) == {f"t{i:03d}" for i in range(6)}
-    compared = run_script("compare_methods.py", f"{out}:random", f"{out}:cmaes",
-                          f"{out}:random", "--suites", "bench-v1/quick", "--budgets", "4")
+    compared = run_in_process("compare_methods.py", f"{out}:random", f"{out}:cmaes",
+                              f"{out}:random", "--suites", "bench-v1/quick", "--budgets", "4")
     assert compared.returncode == 0, compared.stderr
     assert "| bench-v1/quick | 4 | " in compared.stdout
     assert compared.stdout.rstrip().endswith("| +0.0% [+0.0%, +0.0%] |")  # random vs itself
@@ -62,29 +63,29 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
     # is the base median here and no method's change against it can be negative.
     lowest = {n: min(s["target_distances"][n] for s in data["summaries"])
               for n in data["summaries"][0]["target_distances"]}
-    bound = run_script("compare_methods.py", f"{out}:best-found", f"{out}:random",
-                       f"{out}:cmaes", "--suites", "bench-v1/quick", "--budgets", "4")
+    bound = run_in_process("compare_methods.py", f"{out}:best-found", f"{out}:random",
+                           f"{out}:cmaes", "--suites", "bench-v1/quick", "--budgets", "4")
     assert bound.returncode == 0, bound.stderr
     row = bound.stdout.splitlines()[-1]
     assert row.startswith(f"| bench-v1/quick | 4 | {np.median(list(lowest.values())):.3g} | ")
     assert all(cell.strip().startswith("+") for cell in row.split("|")[4:-1])
-    twice = run_script("compare_methods.py", f"{out},{out}:best-found", f"{out}:random",
-                       f"{out}:cmaes", "--suites", "bench-v1/quick", "--budgets", "4")
+    twice = run_in_process("compare_methods.py", f"{out},{out}:best-found", f"{out}:random",
+                           f"{out}:cmaes", "--suites", "bench-v1/quick", "--budgets", "4")
     assert twice.returncode == 0 and twice.stdout.splitlines()[-1] == row
-    several = run_script("compare_methods.py", f"{out},{out}:random", f"{out}:cmaes",
-                         "--suites", "bench-v1/quick", "--budgets", "4")
+    several = run_in_process("compare_methods.py", f"{out},{out}:random", f"{out}:cmaes",
+                             "--suites", "bench-v1/quick", "--budgets", "4")
     assert several.returncode == 2 and "only best-found reads several" in several.stderr
-    wrong = run_script("compare_methods.py", f"{out}:random", f"{out}:magic", "--suites",
-                       "bench-v1/quick", "--budgets", "4")
+    wrong = run_in_process("compare_methods.py", f"{out}:random", f"{out}:magic", "--suites",
+                           "bench-v1/quick", "--budgets", "4")
     assert wrong.returncode == 2 and "has no magic at 4 renders" in wrong.stderr
     # --source keeps the targets of one instrument: here all of them, or none.
-    same = run_script("compare_methods.py", f"{out}:random", f"{out}:cmaes", "--suites",
-                      "bench-v1/quick", "--budgets", "4", "--source", "subtractive")
+    same = run_in_process("compare_methods.py", f"{out}:random", f"{out}:cmaes", "--suites",
+                          "bench-v1/quick", "--budgets", "4", "--source", "subtractive")
     assert same.returncode == 0, same.stderr
     assert same.stdout.splitlines()[-1].replace(" (subtractive)", "") == \
         compared.stdout.splitlines()[-1].rpartition(" | ")[0] + " |"
-    wrong = run_script("compare_methods.py", f"{out}:random", f"{out}:cmaes", "--suites",
-                       "bench-v1/quick", "--budgets", "4", "--source", "vital")
+    wrong = run_in_process("compare_methods.py", f"{out}:random", f"{out}:cmaes", "--suites",
+                           "bench-v1/quick", "--budgets", "4", "--source", "vital")
     assert wrong.returncode == 2
     assert "has no targets of source 'vital' (its sources: subtractive)" in wrong.stderr
     # --update re-runs one method and keeps the others' rows, each with its own command.
@@ -102,14 +103,14 @@ def test_the_quick_suite_runs_writes_every_output_and_resumes_from_its_cache(tmp
     page = doc.read_text()
     assert "`default`, `cmaes`, `gradient` (on " in page and "`random` (on " in page
     assert (out / "bench-v1__quick_grid.png").read_bytes() == grid_before
-    other_seed = run_script("leaderboard.py", "--suites", "bench-v1/quick", "--methods",
-                            "random", "--budgets", "1", "--no-progress", "--update", "--seed",
-                            "1", "--out", str(out))
+    other_seed = run_in_process("leaderboard.py", "--suites", "bench-v1/quick", "--methods",
+                                "random", "--budgets", "1", "--no-progress", "--update", "--seed",
+                                "1", "--out", str(out))
     assert other_seed.returncode == 2 and "seed 0, this run 1" in other_seed.stderr
     assert "Traceback" not in other_seed.stderr
-    other_chunks = run_script("leaderboard.py", "--suites", "bench-v1/quick", "--methods",
-                              "random", "--budgets", "1", "--no-progress", "--update",
-                              "--chunk-size", "3", "--out", str(out))
+    other_chunks = run_in_process("leaderboard.py", "--suites", "bench-v1/quick", "--methods",
+                                  "random", "--budgets", "1", "--no-progress", "--update",
+                                  "--chunk-size", "3", "--out", str(out))
     assert other_chunks.returncode == 2 and "chunk_size 32, this run 3" in other_chunks.stderr
     # --update into an empty directory is a first run: it draws the grid too
     first = run_script("leaderboard.py", "--suites", "bench-v1/quick", "--methods", "default",
