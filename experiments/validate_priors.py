@@ -3,8 +3,7 @@ the median best-of-k distance on held-out synthetic targets of the prior's synth
 validation pool (per instrument too), and how far apart each sound's k samples lie (the mean
 per-parameter standard deviation, ``spread_of_<k>``). Each row is one prior (at one sampling
 temperature, the scale of the starting noise, and by one sampler), with its change against
-the first. Nothing
-here reads a benchmark suite.
+the first. Nothing here reads a benchmark suite.
 
     python experiments/validate_priors.py --help
     python experiments/validate_priors.py runs/prior/subtractive/prior.pt \\
