@@ -32,11 +32,12 @@ def box_score(prior, embedding, u, t: float):
     is left out, as the guidance is normalised)."""
     import torch
 
+    from synthmatch.agents.prior import flow_score
+
     with torch.no_grad():
         x = 2.0 * u.to(prior.device) - 1.0
         time = torch.full((x.shape[0],), t, device=x.device)
-        v = prior.velocity(x, time, embedding)
-        return ((t * v - x) / (1.0 - t)).cpu()
+        return flow_score(prior, x, time, embedding).cpu()
 
 
 def guide(grad, score, weight: float):

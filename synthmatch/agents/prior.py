@@ -304,7 +304,8 @@ class FlowPrior(nn.Module):
         embedding = self.embed(mel_db).repeat_interleave(k, dim=0)
         noise = temperature * self.draw_noise(embedding.shape[0], generator)
         if method == "sde":
-            end = sde_rollout(self, embedding, steps, sde_noise, generator, start=noise)[:, -1]
+            end = sde_rollout(self, embedding, steps, sde_noise, generator, start=noise,
+                              end_only=True)
             u = self.to_unit(end)
         else:
             u = self.decode(embedding, noise, steps=steps, method=method)
@@ -372,6 +373,14 @@ class FlowPrior(nn.Module):
 # fine-tuning (agents/prior_finetune.py) trains, and what ``FlowPrior.sample(method="sde")``
 # draws from.
 
+def flow_score(prior: FlowPrior, x: Tensor, t: Tensor, embedding: Tensor) -> Tensor:
+    """``(B, P)`` score of the prior's posterior noised to times ``t`` ``(B,)`` (all below 1)
+    at flow-space points ``x`` ``(B, P)``: ``(t v - x) / (1 - t)``, one call of the velocity
+    net."""
+    v = prior.velocity(x, t, embedding)
+    return (t[:, None] * v - x) / (1.0 - t)[:, None]
+
+
 def sde_mean(prior: FlowPrior, x: Tensor, t: Tensor, embedding: Tensor, h: float,
              noise: float) -> Tensor:
     """The mean of one Euler-Maruyama step of length ``h`` of the prior's marginal-preserving
@@ -387,10 +396,11 @@ def sde_std(t: Tensor, h: float, noise: float) -> Tensor:
 
 @torch.no_grad()
 def sde_rollout(prior: FlowPrior, embedding: Tensor, steps: int, noise: float,
-                generator: torch.Generator | None, start: Tensor | None = None) -> Tensor:
+                generator: torch.Generator | None, start: Tensor | None = None,
+                end_only: bool = False) -> Tensor:
     """Trajectories ``(B, steps + 1, P)`` of the SDE from Gaussian noise (row 0: ``start``, or
     drawn from ``generator``) to its end point (row ``steps``, flow space), one per embedding
-    ``(B, E)``."""
+    ``(B, E)``; with ``end_only``, just the end points ``(B, P)`` (a sampler needs no more)."""
     x = prior.draw_noise(embedding.shape[0], generator) if start is None else start
     h = 1.0 / steps
     states = [x]
@@ -398,5 +408,6 @@ def sde_rollout(prior: FlowPrior, embedding: Tensor, steps: int, noise: float,
         t = torch.full((x.shape[0],), i * h, device=x.device)
         x = (sde_mean(prior, x, t, embedding, h, noise) + sde_std(t, h, noise)
              * torch.randn(x.shape, generator=generator, device=x.device))
-        states.append(x)
-    return torch.stack(states, dim=1)
+        if not end_only:
+            states.append(x)
+    return x if end_only else torch.stack(states, dim=1)

@@ -339,6 +339,20 @@ def test_the_sde_keeps_the_flows_marginals():
     assert float(x.std()) > 0.4
 
 
+def test_the_sde_samplers_end_only_rollout_is_the_full_rollouts_last_state():
+    """``end_only`` (what ``FlowPrior.sample(method="sde")`` draws by) keeps no trajectory,
+    yet ends where the full rollout does from the same generator."""
+    from synthmatch.agents.prior import sde_rollout
+
+    flow = GaussianFlow(m=0.4, s=0.3)
+    embedding = torch.zeros(64, 1)
+    full = sde_rollout(flow, embedding, 16, 0.7, torch.Generator().manual_seed(3))
+    end = sde_rollout(flow, embedding, 16, 0.7, torch.Generator().manual_seed(3), end_only=True)
+    assert full.shape[:2] == (64, 17) and end.shape == (64, full.shape[2])
+    assert torch.equal(end, full[:, -1])
+    assert not torch.equal(end, full[:, -2])
+
+
 def test_sde_log_prob_is_the_steps_gaussian_density_and_reaches_the_weights():
     """The trajectory log-density is the sum of each step's Gaussian log-density (torch's
     Normal is the oracle, up to the weights-free constant), and its gradient reaches the
