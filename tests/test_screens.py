@@ -95,3 +95,25 @@ def test_score_adams_score_is_the_noised_posteriors_and_its_pull_is_relative():
     torch.testing.assert_close(pull.norm(dim=1), 0.3 * grad.norm(dim=1))
     cos = torch.nn.functional.cosine_similarity(pull, expected, dim=1)
     torch.testing.assert_close(cos, torch.ones(5))
+
+
+def test_diverse_restart_order_matches_a_plain_greedy_loop():
+    """The restart screen's vectorised order equals a per-target greedy loop (the oracle); at
+    radius 0 it is the shipped order, and a near copy of the first start is pushed back."""
+    screen = load_script("screens/diverse_restarts.py")
+    gen = torch.Generator().manual_seed(0)
+    starts = torch.rand(6, 9, 4, generator=gen)
+    for radius in (0.0, 0.2, 0.35, 10.0):
+        order = screen.diverse_order(starts, radius)
+        for b in range(starts.shape[0]):
+            chosen = [0]
+            while len(chosen) < starts.shape[1]:
+                rest = [j for j in range(starts.shape[1]) if j not in chosen]
+                far = [j for j in rest if min(
+                    float((starts[b, j] - starts[b, c]).square().mean().sqrt())
+                    for c in chosen) >= radius]
+                chosen.append((far or rest)[0])
+            assert order[b].tolist() == chosen, (radius, b)
+    assert torch.equal(screen.diverse_order(starts, 0.0), torch.arange(9).expand(6, 9))
+    near = torch.tensor([[[0.5, 0.5], [0.51, 0.5], [0.9, 0.1], [0.1, 0.9]]])
+    assert screen.diverse_order(near, 0.1)[0].tolist() == [0, 2, 3, 1]
