@@ -54,6 +54,11 @@ def main() -> None:
     parser.add_argument("--radius", type=float, required=True,
                         help="smallest RMS distance (normalised parameters) from every "
                              "earlier start that a restart prefers (0: the shipped order)")
+    parser.add_argument("--report", action="store_true",
+                        help="print, per search (chunk of targets), the median RMS distance "
+                             "between its two closest samples, the share of targets whose "
+                             "second start the order changes, and at the end how many "
+                             "restarts each target took")
     from _leaderboard import add_leaderboard_args, run_leaderboard
 
     add_leaderboard_args(parser)
@@ -61,19 +66,32 @@ def main() -> None:
     if not args.radius >= 0:
         parser.error(f"--radius must be >= 0, got {args.radius}")
 
+    import torch
+
     from synthmatch.agents import restarts
 
-    shipped = restarts.RestartingAdam
+    shipped, searches = restarts.RestartingAdam, []
 
     class DiverseRestartingAdam(shipped):
         def __init__(self, starts, start_distance, lr, redraw=None):
             order = diverse_order(starts.cpu(), args.radius).to(starts.device)
+            if args.report:
+                gap = (starts[:, 0] - starts[:, 1]).square().mean(dim=1).sqrt()
+                print(f"starts: median RMS distance of the two closest "
+                      f"{float(gap.median()):.3f}; second start changed for "
+                      f"{float((order[:, 1] != 1).float().mean()):.0%} of targets")
             starts = starts.gather(1, order[..., None].expand_as(starts))
             start_distance = start_distance.gather(1, order.to(start_distance.device))
             super().__init__(starts, start_distance, lr, redraw=redraw)
+            searches.append(self)
 
     restarts.RestartingAdam = DiverseRestartingAdam
-    run_leaderboard(args.leaderboard_args)
+    try:
+        run_leaderboard(args.leaderboard_args)
+    finally:  # leaderboard.py may end by SystemExit
+        if args.report and searches:
+            counts = torch.cat([s.restarts.cpu() for s in searches])
+            print("targets by restarts taken (0, 1, 2, ...):", torch.bincount(counts).tolist())
 
 
 if __name__ == "__main__":
