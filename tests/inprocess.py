@@ -44,7 +44,7 @@ def run_in_process(target: str | Path | Callable[[list[str]], int | None], *args
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
     saved_argv, saved_path, threads = sys.argv, list(sys.path), torch.get_num_threads()
-    cwd = os.getcwd()
+    saved_cwd = os.getcwd()
     code: int | str | None = 0
     try:
         os.chdir(cwd)
@@ -60,7 +60,7 @@ def run_in_process(target: str | Path | Callable[[list[str]], int | None], *args
         code = stop.code
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
-        os.chdir(cwd)
+        os.chdir(saved_cwd)
         torch.set_num_threads(threads)
     if code is None:
         code = 0
